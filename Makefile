@@ -1,0 +1,44 @@
+# Verbs: run, test, lint, format, bench, clean (and venv). Docker Compose where a Docker engine
+# answers, local processes from .venv otherwise (override with DOCKER=yes or DOCKER=no).
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DOCKER ?= $(shell docker info >/dev/null 2>&1 && echo yes || echo no)
+COMPOSE ?= docker compose
+
+.PHONY: venv run test lint format bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+ifeq ($(DOCKER),yes)
+run:
+	$(COMPOSE) up --build redis proxy
+
+test:
+	$(COMPOSE) --profile test build e2e
+	$(COMPOSE) --profile test run --rm e2e
+else
+run: venv
+	scripts/run-local
+
+test: venv
+	$(BIN)/pytest
+endif
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

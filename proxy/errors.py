@@ -1,0 +1,45 @@
+"""The proxy's own error types; each front end maps them to answers in one table."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class ConfigError(Exception):
+    """One or more settings are invalid; `problems` names each variable, value and expectation."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = list(problems)
+
+
+class ProxyError(Exception):
+    """Base of the errors a request can end with; the message is safe to show a client."""
+
+
+class InvalidKey(ProxyError):
+    """The key is unusable (empty)."""
+
+
+class KeyTooLong(InvalidKey):
+    """The key is longer than the proxy accepts."""
+
+
+class BackendError(ProxyError):
+    """The backing Redis could not answer; subclasses say how."""
+
+
+class BackendUnavailable(BackendError):
+    """Redis refused, dropped the connection, is loading, or rejected our credentials."""
+
+
+class BackendTimeout(BackendError):
+    """Redis did not answer within REDIS_TIMEOUT."""
+
+
+class WrongType(BackendError):
+    """The key holds a value that is not a string (a list, hash, ...), so GET cannot read it."""
+
+
+class BackendRejected(BackendError):
+    """Redis answered the GET with an error other than WRONGTYPE (ACL, OOM, ...)."""

@@ -1,0 +1,233 @@
+"""ReadThroughCache: TTL, LRU, capacity and the lock arrangement, with a fake timer and fetch."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from proxy.cache import ReadThroughCache
+from proxy.errors import BackendUnavailable
+
+DEADLINE = 5.0  # seconds; generous, only reached when the behaviour under test is broken
+
+
+class FakeTimer:
+    """A clock that moves only when told to."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class FakeRedis:
+    """A fetch function over a dict that counts calls per key."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        self.data = dict(data or {})
+        self.calls: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> bytes | None:
+        self.calls[key] = self.calls.get(key, 0) + 1
+        return self.data.get(key)
+
+
+class BlockingFetch:
+    """A fetch that signals when it starts and returns (or raises) only when released."""
+
+    def __init__(self, result: bytes | Exception = b"value") -> None:
+        self.result = result
+        self.started = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+
+    def __call__(self, key: bytes) -> bytes | None:
+        self.calls += 1
+        self.started.set()
+        assert self.release.wait(DEADLINE), "the test never released the fetch"
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached before the deadline"
+        time.sleep(0.001)
+
+
+def make_cache(fetch, maxsize: int = 10, ttl: float = 10.0, timer=None) -> ReadThroughCache:
+    return ReadThroughCache(maxsize=maxsize, ttl=ttl, fetch=fetch, timer=timer or FakeTimer())
+
+
+def test_hit_does_not_fetch_again() -> None:
+    redis = FakeRedis({b"k": b"v"})
+    cache = make_cache(redis)
+    assert cache.lookup(b"k") == b"v"
+    assert cache.lookup(b"k") == b"v"
+    assert redis.calls == {b"k": 1}
+
+
+def test_ttl_counts_from_insert_and_reads_do_not_extend_it() -> None:
+    timer, redis = FakeTimer(), FakeRedis({b"k": b"v"})
+    cache = make_cache(redis, ttl=10, timer=timer)
+    cache.lookup(b"k")
+    for now in (3.0, 6.0, 9.9):  # reads inside the TTL are hits and must not push it back
+        timer.now = now
+        cache.lookup(b"k")
+    assert redis.calls[b"k"] == 1
+    timer.now = 10.0
+    cache.lookup(b"k")
+    assert redis.calls[b"k"] == 2
+
+
+def test_value_refetched_after_expiry_gets_a_fresh_ttl() -> None:
+    timer, redis = FakeTimer(), FakeRedis({b"k": b"old"})
+    cache = make_cache(redis, ttl=10, timer=timer)
+    cache.lookup(b"k")
+    redis.data[b"k"] = b"new"
+    timer.now = 15.0
+    assert cache.lookup(b"k") == b"new"
+    timer.now = 24.9
+    assert cache.lookup(b"k") == b"new"
+    assert redis.calls[b"k"] == 2
+    timer.now = 25.0
+    cache.lookup(b"k")
+    assert redis.calls[b"k"] == 3
+
+
+def test_cached_value_is_served_until_ttl_even_if_redis_changes() -> None:
+    timer, redis = FakeTimer(), FakeRedis({b"k": b"old"})
+    cache = make_cache(redis, ttl=10, timer=timer)
+    cache.lookup(b"k")
+    redis.data[b"k"] = b"new"
+    timer.now = 9.0
+    assert cache.lookup(b"k") == b"old"
+
+
+def test_eviction_removes_least_recently_read_not_first_inserted() -> None:
+    redis = FakeRedis({k: k.upper() for k in (b"a", b"b", b"c", b"d")})
+    cache = make_cache(redis, maxsize=3)
+    for key in (b"a", b"b", b"c"):
+        cache.lookup(key)
+    cache.lookup(b"a")  # a is now the most recently read; b the least
+    cache.lookup(b"d")
+    assert b"b" not in cache
+    assert all(key in cache for key in (b"a", b"c", b"d"))
+
+
+def test_capacity_is_never_exceeded() -> None:
+    redis = FakeRedis({str(i).encode(): b"v" for i in range(100)})
+    cache = make_cache(redis, maxsize=10)
+    for i in range(100):
+        cache.lookup(str(i).encode())
+        assert cache.size() <= 10
+    assert cache.size() == 10
+
+
+def test_absent_key_is_not_cached() -> None:
+    redis = FakeRedis()
+    cache = make_cache(redis)
+    assert cache.lookup(b"k") is None
+    redis.data[b"k"] = b"set later"
+    assert cache.lookup(b"k") == b"set later"
+    assert redis.calls[b"k"] == 2
+
+
+def test_concurrent_misses_on_one_key_make_one_fetch() -> None:
+    fetch = BlockingFetch(b"v")
+    cache = make_cache(fetch)
+    results: list[bytes | None] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(cache.lookup(b"k"))) for _ in range(20)
+    ]
+    for thread in threads:
+        thread.start()
+    assert fetch.started.wait(DEADLINE)
+    wait_until(lambda: cache.stats.coalesced == 19)  # every other thread joined the flight
+    fetch.release.set()
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert fetch.calls == 1
+    assert results == [b"v"] * 20
+
+
+def test_hit_is_answered_while_a_miss_is_blocked_in_fetch() -> None:
+    redis = FakeRedis({b"hot": b"cached"})
+    blocked = BlockingFetch(b"cold value")
+    cache = make_cache(lambda key: redis(key) if key == b"hot" else blocked(key))
+    cache.lookup(b"hot")
+    miss = threading.Thread(target=cache.lookup, args=(b"cold",))
+    miss.start()
+    assert blocked.started.wait(DEADLINE)
+    hit: list[bytes | None] = []
+    reader = threading.Thread(target=lambda: hit.append(cache.lookup(b"hot")))
+    reader.start()
+    reader.join(DEADLINE)
+    answered_while_blocked = list(hit)  # snapshot before the miss is allowed to finish
+    blocked.release.set()
+    miss.join(DEADLINE)
+    reader.join(DEADLINE)
+    assert answered_while_blocked == [b"cached"]
+
+
+def test_fetch_error_is_shared_by_waiters_and_not_cached() -> None:
+    error = BackendUnavailable("cannot reach Redis")
+    fetch = BlockingFetch(error)
+    cache = make_cache(fetch)
+    raised: list[BaseException] = []
+
+    def read() -> None:
+        try:
+            cache.lookup(b"k")
+        except BackendUnavailable as exc:
+            raised.append(exc)
+
+    threads = [threading.Thread(target=read) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    assert fetch.started.wait(DEADLINE)
+    wait_until(lambda: cache.stats.coalesced == 4)
+    fetch.release.set()
+    for thread in threads:
+        thread.join(DEADLINE)
+    assert fetch.calls == 1
+    assert len(raised) == 5
+    assert all(exc is error for exc in raised)
+    fetch.result = b"recovered"
+    assert cache.lookup(b"k") == b"recovered"
+    assert fetch.calls == 2
+
+
+def test_lookup_counters_tell_hits_from_fetches() -> None:
+    cache = make_cache(FakeRedis({b"k": b"v"}))
+    for _ in range(3):
+        cache.lookup(b"k")
+    assert (cache.stats.lookups, cache.stats.fetches, cache.stats.coalesced) == (3, 1, 0)
+
+
+@pytest.mark.parametrize("maxsize", [1, 2, 7])
+def test_concurrent_readers_keep_capacity_and_values_correct(maxsize: int) -> None:
+    keys = [str(i).encode() for i in range(50)]
+    redis = FakeRedis({k: b"value-" + k for k in keys})
+    cache = make_cache(redis, maxsize=maxsize, timer=time.monotonic)
+    wrong: list[bytes] = []
+
+    def hammer(offset: int) -> None:
+        for i in range(400):
+            key = keys[(i * 7 + offset) % len(keys)]
+            if cache.lookup(key) != b"value-" + key:
+                wrong.append(key)
+
+    threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(DEADLINE * 4)
+    assert wrong == []
+    assert cache.size() <= maxsize

@@ -1,0 +1,113 @@
+"""Settings: defaults, validation that reports every problem at once, and `.env` parsing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from proxy.config import Settings, read_dotenv
+from proxy.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings = Settings.from_env({})
+    assert settings == Settings(
+        redis_url="redis://127.0.0.1:6379/0",
+        proxy_host="127.0.0.1",
+        proxy_port=8080,
+        cache_ttl=60.0,
+        cache_maxsize=10000,
+        max_parallel=4,
+        max_connections=100,
+        redis_timeout=1.0,
+    )
+
+
+def test_dotenv_file_repeats_the_code_defaults() -> None:
+    assert Settings.from_env(read_dotenv(PROJECT_ROOT / ".env")) == Settings.from_env({})
+
+
+def test_values_are_parsed() -> None:
+    settings = Settings.from_env(
+        {"CACHE_TTL": "0.25", "CACHE_MAXSIZE": "3", "MAX_PARALLEL": "1", "PROXY_PORT": "9000"}
+    )
+    assert (settings.cache_ttl, settings.cache_maxsize) == (0.25, 3)
+    assert (settings.max_parallel, settings.proxy_port) == (1, 9000)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://localhost:6379/0",
+        "rediss://user:s3cret@cache.example:6380/2",
+        "redis://:pw@127.0.0.1",
+        "unix:///run/redis.sock",
+    ],
+)
+def test_accepted_redis_urls(url: str) -> None:
+    assert Settings.from_env({"REDIS_URL": url}).redis_url == url
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("REDIS_URL", "http://localhost:6379"),
+        ("REDIS_URL", "redis://"),
+        ("REDIS_URL", "redis://host:notaport"),
+        ("REDIS_URL", "localhost:6379"),
+        ("PROXY_HOST", ""),
+        ("PROXY_PORT", "0"),
+        ("PROXY_PORT", "65536"),
+        ("PROXY_PORT", "http"),
+        ("CACHE_TTL", "0"),
+        ("CACHE_TTL", "-1"),
+        ("CACHE_TTL", "inf"),
+        ("CACHE_TTL", "nan"),
+        ("CACHE_TTL", "soon"),
+        ("CACHE_MAXSIZE", "0"),
+        ("CACHE_MAXSIZE", "1.5"),
+        ("MAX_PARALLEL", "0"),
+        ("MAX_CONNECTIONS", "-3"),
+        ("REDIS_TIMEOUT", "0"),
+    ],
+)
+def test_invalid_value_names_variable_value_and_expectation(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({variable: value})
+    [problem] = caught.value.problems
+    assert problem.startswith(f"{variable}={value!r}: expected ")
+
+
+def test_every_invalid_value_is_reported_at_once() -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CACHE_TTL": "0", "MAX_PARALLEL": "x", "REDIS_URL": "nope"})
+    reported = {problem.split("=")[0] for problem in caught.value.problems}
+    assert reported == {"CACHE_TTL", "MAX_PARALLEL", "REDIS_URL"}
+
+
+def test_ipv6_host_is_bracketed_for_gunicorn() -> None:
+    assert Settings.from_env({"PROXY_HOST": "::1", "PROXY_PORT": "81"}).bind == "[::1]:81"
+
+
+def test_dotenv_parsing(tmp_path: Path) -> None:
+    dotenv = tmp_path / ".env"
+    dotenv.write_text(
+        "# comment\n\nA=1\nexport B = two \nC='quoted # not a comment'\nD=\"x=y\"\nnot a pair\n"
+    )
+    assert read_dotenv(dotenv) == {"A": "1", "B": "two", "C": "quoted # not a comment", "D": "x=y"}
+
+
+def test_missing_dotenv_is_empty(tmp_path: Path) -> None:
+    assert read_dotenv(tmp_path / "absent") == {}
+
+
+def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / ".env").write_text("CACHE_TTL=5\nCACHE_MAXSIZE=7\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CACHE_TTL", "9")
+    monkeypatch.delenv("CACHE_MAXSIZE", raising=False)
+    settings = Settings.load()
+    assert (settings.cache_ttl, settings.cache_maxsize) == (9.0, 7)
