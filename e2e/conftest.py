@@ -6,6 +6,7 @@ import itertools
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,12 +25,12 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 
 @pytest.fixture
-def redis_factory(tmp_path: Path) -> Iterator[Callable[[], RedisServer]]:
-    """Private Redis servers, for tests that stop, restart or pause them."""
+def redis_factory(tmp_path: Path) -> Iterator[Callable[..., RedisServer]]:
+    """Private Redis servers (options as RedisServer's), for tests that stop or reconfigure them."""
     servers: list[RedisServer] = []
 
-    def start() -> RedisServer:
-        server = RedisServer(tmp_path / f"redis-{len(servers)}").start()
+    def start(**options: Any) -> RedisServer:
+        server = RedisServer(tmp_path / f"redis-{len(servers)}", **options).start()
         servers.append(server)
         return server
 

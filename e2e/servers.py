@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import redis
@@ -42,20 +42,55 @@ def redis_server_binary() -> str:
     return subprocess.run([script], check=True, capture_output=True, text=True).stdout.strip()
 
 
-class RedisServer:
-    """A real redis-server on a loopback port; stop() and start() keep the port."""
+class ServerExited(AssertionError):
+    """A server process ended while we waited for it; the message is its log."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
-        self.port = port or free_port()
+
+def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
+    """A certificate and key for 127.0.0.1, made with the openssl command."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"),
+            *("-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1"),
+            *("-addext", "subjectAltName=IP:127.0.0.1"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+class RedisServer:
+    """A real redis-server on a loopback port; stop() and start() keep the port.
+
+    `extra_args` go to the server's command line; with `tls=True` it listens only for TLS,
+    with a fresh self-signed certificate that `url` and `client` trust.
+    """
+
+    def __init__(self, workdir: Path, extra_args: Sequence[str] = (), tls: bool = False) -> None:
+        self.port = free_port()
         self.workdir = workdir
+        self.args = ["--port", str(self.port), *extra_args]
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        client_tls: dict[str, object] = {}
+        if tls:
+            workdir.mkdir(parents=True, exist_ok=True)
+            cert, key = self_signed_certificate(workdir)
+            self.args = ["--port", "0", "--tls-port", str(self.port), *extra_args]
+            self.args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            self.args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+            self.url = f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={cert}"
+            client_tls = {"ssl": True, "ssl_ca_certs": str(cert)}
         self.process: subprocess.Popen[bytes] | None = None
         # The tests' own client: RESP2, and failing fast rather than retrying.
-        self.client = redis.Redis(port=self.port, protocol=2, socket_timeout=5, retry=None)
+        self.client = redis.Redis(
+            host="127.0.0.1", port=self.port, protocol=2, socket_timeout=5, retry=None, **client_tls
+        )
 
     def start(self) -> RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        command = [redis_server_binary(), "--port", str(self.port), "--bind", "127.0.0.1"]
+        command = [redis_server_binary(), *self.args, "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
@@ -63,7 +98,9 @@ class RedisServer:
         return self
 
     def _answers(self) -> bool:
-        assert self.process is not None and self.process.poll() is None, "redis-server exited"
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise ServerExited((self.workdir / "redis.log").read_text(errors="replace"))
         try:
             return bool(self.client.ping())
         except redis.ConnectionError:
