@@ -19,9 +19,12 @@ wsgi_app = "proxy.app:create_app()"
 bind = [settings.bind]
 # One worker process, so every request shares one cache; its threads are the parallelism.
 workers = 1
-worker_class = "gthread"
+# gthread, but refusing clients past MAX_CONNECTIONS with a 503 (see proxy/worker.py).
+worker_class = "proxy.worker.ProxyWorker"
 threads = settings.max_parallel
 worker_connections = settings.max_connections
+keepalive = settings.keepalive_timeout
+loglevel = settings.log_level
 # The longest request line Gunicorn allows: room for a fully %-encoded MAX_KEY_BYTES key.
 limit_request_line = 8190
 # One proxy needs no gunicornc control socket, and several started from one directory

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from proxy.errors import ConfigError
 
 DOTENV_PATH = Path(".env")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -30,6 +31,12 @@ def _seconds(text: str) -> float:
     if not 0 < value < math.inf:
         raise ValueError(text)
     return value
+
+
+def _log_level(text: str) -> str:
+    if text.lower() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text.lower()
 
 
 def _host(text: str) -> str:
@@ -75,6 +82,10 @@ _VARS: dict[str, _Var] = {
         "MAX_CONNECTIONS", "100", "an integer 1..100000", _int_between(1, 100_000)
     ),
     "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", _seconds),
+    "keepalive_timeout": _Var(
+        "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
+    ),
+    "log_level": _Var("LOG_LEVEL", "info", "one of " + ", ".join(LOG_LEVELS), _log_level),
 }
 
 
@@ -90,6 +101,8 @@ class Settings:
     max_parallel: int
     max_connections: int
     redis_timeout: float
+    keepalive_timeout: int
+    log_level: str
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:

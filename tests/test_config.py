@@ -23,6 +23,8 @@ def test_defaults_when_nothing_is_set() -> None:
         max_parallel=4,
         max_connections=100,
         redis_timeout=1.0,
+        keepalive_timeout=5,
+        log_level="info",
     )
 
 
@@ -72,6 +74,9 @@ def test_accepted_redis_urls(url: str) -> None:
         ("MAX_PARALLEL", "0"),
         ("MAX_CONNECTIONS", "-3"),
         ("REDIS_TIMEOUT", "0"),
+        ("KEEPALIVE_TIMEOUT", "0"),
+        ("KEEPALIVE_TIMEOUT", "2.5"),
+        ("LOG_LEVEL", "verbose"),
     ],
 )
 def test_invalid_value_names_variable_value_and_expectation(variable: str, value: str) -> None:
