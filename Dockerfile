@@ -5,5 +5,5 @@ COPY requirements.txt ./
 RUN pip install --no-cache-dir -r requirements.txt
 COPY proxy ./proxy
 COPY gunicorn.conf.py .env ./
-EXPOSE 8080
+EXPOSE 8080 6380
 CMD ["gunicorn", "-c", "gunicorn.conf.py"]

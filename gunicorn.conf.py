@@ -5,8 +5,10 @@ Start from the project root: `gunicorn -c gunicorn.conf.py`.
 
 import sys
 
+from proxy.app import cache_of
 from proxy.config import Settings
 from proxy.errors import ConfigError
+from proxy.resp import start_resp_server
 
 try:
     settings = Settings.load()
@@ -30,3 +32,8 @@ limit_request_line = 8190
 # One proxy needs no gunicornc control socket, and several started from one directory
 # (tests, side-by-side benchmarks) would fight over its path.
 control_socket_disable = True
+
+
+def post_worker_init(worker):
+    """Start the RESP front end inside the worker, over the HTTP app's cache."""
+    worker.resp = start_resp_server(settings, cache_of(worker.wsgi))

@@ -45,6 +45,7 @@ def proxy_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
 
     def make(redis: RedisServer, **settings: object) -> dict[str, str]:
         env = {"REDIS_URL": redis.url, "PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(free_port())}
+        env["RESP_PORT"] = str(free_port())
         env.update({name.upper(): str(value) for name, value in settings.items()})
         return env
 

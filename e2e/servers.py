@@ -124,6 +124,7 @@ class Proxy:
 
     def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
         self.port = int(env["PROXY_PORT"])
+        self.resp_port = int(env.get("RESP_PORT", "0"))
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {**os.environ, **env}
         self.log_path = log_path

@@ -77,6 +77,11 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     return _error_body(status, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
 
+def cache_of(app: Flask) -> ReadThroughCache:
+    """The cache an app built by create_app() reads through (the RESP front end shares it)."""
+    return app.extensions[CACHE_EXTENSION]
+
+
 def create_app(settings: Settings | None = None, cache: ReadThroughCache | None = None) -> Flask:
     """Wire the HTTP app over one cache (built from `settings` unless given)."""
     if cache is None:

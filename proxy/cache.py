@@ -65,6 +65,7 @@ class ReadThroughCache(TTLCache):
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
         self.stats = CacheStats()
+        self._peeking = False  # set by cached(), under the lock
 
     def lookup(self, key: bytes) -> bytes | None:
         """The value under `key`, from the cache or else from Redis; None if Redis has none."""
@@ -72,13 +73,43 @@ class ReadThroughCache(TTLCache):
             self.stats.lookups += 1
             return self[key]
 
+    def cached(self, key: bytes) -> bytes | None:
+        """The value if `key` is cached and fresh (a hit: its recency is refreshed), else None.
+
+        Never fetches, so an event loop can call it; on None, call lookup() off the loop.
+        """
+        values = self.cached_run([key])
+        return values[0] if values else None
+
+    def cached_run(self, keys: list[bytes]) -> list[bytes]:
+        """The values of the leading `keys` that are hits, up to the first that is not.
+
+        As cached(), under one lock acquisition: a pipelined run of GETs costs one.
+        """
+        values: list[bytes] = []
+        with self._lock:
+            self._peeking = True  # __missing__ answers None instead of fetching
+            try:
+                for key in keys:
+                    value = self[key]
+                    if value is None:
+                        break
+                    values.append(value)
+            finally:
+                self._peeking = False
+            self.stats.lookups += len(values)
+        return values
+
     def size(self) -> int:
         """Number of live (unexpired) entries."""
         with self._lock:
             return len(self)
 
     def __missing__(self, key: bytes) -> bytes | None:
-        # Entered from __getitem__ with self._lock held (only lookup() indexes the map).
+        # Entered from __getitem__ with self._lock held (only lookup() and cached() index
+        # the map, and cached() never fetches).
+        if self._peeking:
+            return None
         flight = self._flights.get(key)
         if flight is not None:
             self.stats.coalesced += 1

@@ -82,6 +82,9 @@ _VARS: dict[str, _Var] = {
         "MAX_CONNECTIONS", "100", "an integer 1..100000", _int_between(1, 100_000)
     ),
     "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", _seconds),
+    "resp_port": _Var(
+        "RESP_PORT", "6380", "an integer 0..65535 (0 disables RESP)", _int_between(0, 65535)
+    ),
     "keepalive_timeout": _Var(
         "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
@@ -101,6 +104,7 @@ class Settings:
     max_parallel: int
     max_connections: int
     redis_timeout: float
+    resp_port: int
     keepalive_timeout: int
     log_level: str
 
@@ -116,6 +120,9 @@ class Settings:
                 values[field.name] = var.parse(raw)
             except ValueError:
                 problems.append(f"{var.env}={raw!r}: expected {var.expected}")
+        if values.get("resp_port") and values["resp_port"] == values.get("proxy_port"):
+            port = values["resp_port"]
+            problems.append(f"RESP_PORT='{port}': expected a port other than PROXY_PORT ({port})")
         if problems:
             raise ConfigError(problems)
         return cls(**values)

@@ -43,3 +43,16 @@ class WrongType(BackendError):
 
 class BackendRejected(BackendError):
     """Redis answered the GET with an error other than WRONGTYPE (ACL, OOM, ...)."""
+
+
+class ProtocolError(Exception):
+    """A RESP client sent a malformed frame; the connection is answered and then closed.
+
+    Not a ProxyError: it ends a connection, not a request, and never reaches HTTP.
+    `commands_before` holds the complete commands that preceded the bad frame: Redis
+    answers those before the error.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.commands_before: list[list[bytes]] = []

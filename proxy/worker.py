@@ -26,9 +26,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import TYPE_CHECKING
 
 import gunicorn
 from gunicorn.workers.gthread import TConn, ThreadWorker
+
+if TYPE_CHECKING:
+    from proxy.resp import RespServer
 
 TESTED_GUNICORN = (27, 0, 1)
 REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
@@ -137,6 +141,7 @@ class ProxyWorker(ThreadWorker):
         # Every connection within the limit may stay alive; the limit already bounds them.
         self.max_keepalived = self.client_limit
         self.refused = 0
+        self.resp: RespServer | None = None  # started by gunicorn.conf.py's post_worker_init
 
     def init_process(self) -> None:
         if gunicorn.version_info != TESTED_GUNICORN:
@@ -149,7 +154,11 @@ class ProxyWorker(ThreadWorker):
 
     def run(self) -> None:
         self.lingerer = Lingerer(self.poller)
-        super().run()
+        try:
+            super().run()
+        finally:
+            if self.resp is not None:
+                self.resp.stop(self.cfg.graceful_timeout)
 
     def accept(self, listener: socket.socket) -> None:
         try:

@@ -23,6 +23,7 @@ def test_defaults_when_nothing_is_set() -> None:
         max_parallel=4,
         max_connections=100,
         redis_timeout=1.0,
+        resp_port=6380,
         keepalive_timeout=5,
         log_level="info",
     )
@@ -74,6 +75,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("MAX_PARALLEL", "0"),
         ("MAX_CONNECTIONS", "-3"),
         ("REDIS_TIMEOUT", "0"),
+        ("RESP_PORT", "-1"),
+        ("RESP_PORT", "8080"),
         ("KEEPALIVE_TIMEOUT", "0"),
         ("KEEPALIVE_TIMEOUT", "2.5"),
         ("LOG_LEVEL", "verbose"),
@@ -116,3 +119,7 @@ def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("CACHE_MAXSIZE", raising=False)
     settings = Settings.load()
     assert (settings.cache_ttl, settings.cache_maxsize) == (9.0, 7)
+
+
+def test_resp_port_zero_disables_resp() -> None:
+    assert Settings.from_env({"RESP_PORT": "0"}).resp_port == 0

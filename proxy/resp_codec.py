@@ -1,0 +1,198 @@
+"""The RESP wire format: an incremental request parser and reply encoders (RESP2 and RESP3).
+
+Requests are arrays of bulk strings (`*2\\r\\n$3\\r\\nGET\\r\\n$1\\r\\nk\\r\\n`) or inline commands
+(`GET k\\r\\n`, as typed into telnet; split on whitespace, no quoting). Every length is checked
+against a named limit before anything is allocated; a violation raises ProtocolError with
+Redis's own wording.
+"""
+
+from __future__ import annotations
+
+from proxy.errors import ProtocolError
+
+MAX_INLINE_BYTES = 64 * 1024  # an inline command, or the length line of an array or bulk
+MAX_ARRAY_LENGTH = 64 * 1024  # arguments in one command (an MGET of 65535 keys)
+MAX_BULK_BYTES = 1024 * 1024  # one argument (a key)
+MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one whole command as it waits to be complete
+CRLF = b"\r\n"
+
+
+class RequestParser:
+    """Turns a byte stream into commands (lists of bytes), keeping state between chunks."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._pos = 0
+        self._args: list[bytes] | None = None  # the array being read, if incomplete
+        self._remaining = 0  # bulk strings still to read into _args
+        self._held = 0  # bytes of _args, for MAX_REQUEST_BYTES
+
+    def feed(self, data: bytes) -> list[list[bytes]]:
+        """All the commands completed by `data`, in order. Raises ProtocolError."""
+        commands: list[list[bytes]] = []
+        if not self._buffer and self._args is None and data[:1] == b"*":
+            commands, used = split_simple_commands(data)
+            if used == len(data):
+                return commands
+            data = data[used:]  # the rest, if anything is unusual about it, the careful way
+        self._buffer += data
+        try:
+            while (command := self._next()) is not None:
+                if command:  # empty inline lines and *0 arrays are ignored, as Redis does
+                    commands.append(command)
+            del self._buffer[: self._pos]
+            self._pos = 0
+            if len(self._buffer) + self._held > MAX_REQUEST_BYTES:
+                raise ProtocolError(f"request larger than {MAX_REQUEST_BYTES} bytes")
+        except ProtocolError as exc:
+            exc.commands_before = commands
+            raise
+        return commands
+
+    def _next(self) -> list[bytes] | None:
+        if self._args is None:
+            if self._pos >= len(self._buffer):
+                return None
+            if self._buffer[self._pos] != ord("*"):
+                return self._inline()
+            count = self._length_line(b"*", MAX_ARRAY_LENGTH, "multibulk")
+            if count is None:
+                return None
+            if count <= 0:
+                return []
+            self._args, self._remaining, self._held = [], count, 0
+        while self._remaining:
+            arg = self._bulk()
+            if arg is None:
+                return None
+            self._args.append(arg)
+            self._remaining -= 1
+            self._held += len(arg)
+        command, self._args, self._held = self._args, None, 0
+        return command
+
+    def _inline(self) -> list[bytes] | None:
+        end = self._buffer.find(b"\n", self._pos)
+        if end < 0:
+            if len(self._buffer) - self._pos > MAX_INLINE_BYTES:
+                raise ProtocolError("too big inline request")
+            return None
+        line = bytes(self._buffer[self._pos : end])
+        self._pos = end + 1
+        return line.split()
+
+    def _bulk(self) -> bytes | None:
+        if self._pos >= len(self._buffer):
+            return None
+        if self._buffer[self._pos] != ord("$"):
+            got = chr(self._buffer[self._pos])
+            raise ProtocolError(f"expected '$', got '{got}'")
+        start = self._pos
+        size = self._length_line(b"$", MAX_BULK_BYTES, "bulk")
+        if size is None:
+            return None
+        if size < 0:
+            raise ProtocolError("invalid bulk length")
+        end = self._pos + size
+        if end + 2 > len(self._buffer):
+            self._pos = start  # read the length line again when the rest has arrived
+            return None
+        if self._buffer[end : end + 2] != CRLF:
+            raise ProtocolError("expected CRLF after a bulk string")
+        arg = bytes(self._buffer[self._pos : end])
+        self._pos = end + 2
+        return arg
+
+    def _length_line(self, marker: bytes, limit: int, name: str) -> int | None:
+        """Parse `<marker><integer>\\r\\n` at the current position; None if incomplete."""
+        end = self._buffer.find(CRLF, self._pos)
+        if end < 0:
+            if len(self._buffer) - self._pos > MAX_INLINE_BYTES:
+                raise ProtocolError(f"too big {name} count string")
+            return None
+        digits = self._buffer[self._pos + 1 : end]
+        if not digits.removeprefix(b"-").isdigit():  # strict, unlike int(): no "+", "_", " "
+            raise ProtocolError(f"invalid {name} length")
+        value = int(digits)
+        if value > limit:
+            raise ProtocolError(f"invalid {name} length")
+        self._pos = end + 2
+        return value
+
+
+def split_simple_commands(data: bytes) -> tuple[list[list[bytes]], int]:
+    """The leading complete commands of `data` and the bytes they use: the fast path.
+
+    One C-level split on CRLF, then every argument's declared length is checked against the
+    argument's real length. It stops, leaving the rest to the careful parser, at anything
+    unusual: an incomplete command, an argument containing CRLF, a count over a limit. No
+    argument can exceed MAX_BULK_BYTES, as no chunk taken here is longer.
+    """
+    if len(data) > MAX_BULK_BYTES:
+        return [], 0
+    parts = data.split(CRLF)
+    last = len(parts) - 1  # parts[last] follows the final CRLF: never a complete line
+    commands: list[list[bytes]] = []
+    index = 0
+    while index < last:
+        head = parts[index]
+        count = head[1:]
+        if head[:1] != b"*" or not count.isdigit() or not 0 < int(count) <= MAX_ARRAY_LENGTH:
+            break
+        stop = index + 1 + 2 * int(count)
+        if stop > last:
+            break
+        args = parts[index + 2 : stop : 2]
+        if parts[index + 1 : stop : 2] != [b"$%d" % len(arg) for arg in args]:
+            break
+        commands.append(args)
+        index = stop
+    if index == last and not parts[last]:
+        return commands, len(data)
+    return commands, (len(CRLF.join(parts[:index])) + 2 if index else 0)
+
+
+def request(args: list[bytes]) -> bytes:
+    """A command as clients send it: an array of bulk strings (the parser's inverse)."""
+    return b"*%d\r\n" % len(args) + b"".join(bulk(arg) for arg in args)
+
+
+# Replies. RESP3 differs from RESP2 only in the types used here for null and map.
+
+
+def simple(text: str) -> bytes:
+    return b"+" + text.encode() + CRLF
+
+
+def error(text: str) -> bytes:
+    """An error reply; `text` starts with its code (ERR, WRONGTYPE, ...). Line breaks removed."""
+    return b"-" + text.replace("\r", " ").replace("\n", " ").encode() + CRLF
+
+
+def integer(value: int) -> bytes:
+    return b":%d\r\n" % value
+
+
+def bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def null(protocol: int) -> bytes:
+    return b"_\r\n" if protocol == 3 else b"$-1\r\n"
+
+
+def bulk_or_null(value: bytes | None, protocol: int) -> bytes:
+    return null(protocol) if value is None else bulk(value)
+
+
+def array(items: list[bytes]) -> bytes:
+    """An array of already-encoded replies."""
+    return b"*%d\r\n" % len(items) + b"".join(items)
+
+
+def mapping(pairs: list[tuple[bytes, bytes]], protocol: int) -> bytes:
+    """A map of already-encoded keys and values: RESP3 map, or RESP2 flat array."""
+    flat = [part for pair in pairs for part in pair]
+    if protocol == 3:
+        return b"%%%d\r\n" % len(pairs) + b"".join(flat)
+    return array(flat)

@@ -1,0 +1,308 @@
+"""The RESP server in-process over a fake fetch: raw bytes on the wire, and redis-py clients."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
+
+from proxy import errors
+from proxy.cache import ReadThroughCache
+from proxy.resp import RespServer
+
+DEADLINE = 5.0
+DATA = {b"k": b"v", b"big": b"x" * 5_000_000, b"list": errors.WrongType("not a string")}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Fetch:
+    """A fake backend: DATA, plus per-key blocking and errors chosen by the test."""
+
+    def __init__(self) -> None:
+        self.blocked: dict[bytes, threading.Event] = {}
+        self.started = threading.Event()
+        self.calls = 0
+
+    def __call__(self, key: bytes) -> bytes | None:
+        self.calls += 1
+        if key in self.blocked:
+            self.started.set()
+            assert self.blocked[key].wait(DEADLINE)
+        value = DATA.get(key, b"fetched:" + key if key.startswith(b"f") else None)
+        if isinstance(value, Exception):
+            raise value
+        return value
+
+
+@pytest.fixture
+def fetch() -> Fetch:
+    return Fetch()
+
+
+@pytest.fixture
+def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
+    servers: list[RespServer] = []
+
+    def start(max_parallel: int = 4, max_connections: int = 50) -> RespServer:
+        cache = ReadThroughCache(maxsize=100, ttl=60, fetch=fetch)
+        server = RespServer(cache, "127.0.0.1", free_port(), max_parallel, max_connections)
+        servers.append(server.start())
+        return server
+
+    yield start
+    for server in servers:
+        server.stop(timeout=2)
+
+
+@pytest.fixture
+def server(start_server) -> RespServer:
+    return start_server()
+
+
+class Raw:
+    """A raw socket that checks the exact bytes the server answers."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=DEADLINE)
+
+    def send(self, data: bytes) -> Raw:
+        self.sock.sendall(data)
+        return self
+
+    def expect(self, expected: bytes) -> None:
+        got = b""
+        while len(got) < len(expected):
+            chunk = self.sock.recv(len(expected) - len(got))
+            assert chunk, f"closed after {got!r}, expected {expected!r}"
+            got += chunk
+        assert got == expected
+
+    def expect_line(self, prefix: bytes) -> None:
+        """One whole reply line, which must start with `prefix`."""
+        line = b""
+        while not line.endswith(b"\r\n"):
+            chunk = self.sock.recv(1)
+            assert chunk, f"closed after {line!r}"
+            line += chunk
+        assert line.startswith(prefix), line
+
+    def closed_by_server(self) -> bool:
+        return self.sock.recv(1) == b""
+
+
+def test_get_hit_and_miss_in_resp2(server) -> None:
+    Raw(server.port).send(b"GET k\r\nGET absent\r\n").expect(b"$1\r\nv\r\n$-1\r\n")
+
+
+def test_hello_3_switches_the_connection_to_resp3_nulls(server) -> None:
+    raw = Raw(server.port).send(b"HELLO 3\r\n")
+    raw.expect(b"%7\r\n$6\r\nserver\r\n$17\r\nredis-cache-proxy\r\n")
+    raw.sock.recv(4096)  # the rest of the map
+    raw.send(b"GET absent\r\nHELLO 2\r\n").expect(b"_\r\n*14\r\n")
+
+
+@pytest.mark.parametrize(
+    ("protocol", "parser"),
+    [(3, _RESP3Parser), (2, _RESP2Parser), (3, _HiredisParser), (2, _HiredisParser)],
+    ids=["resp3-python", "resp2-python", "resp3-hiredis", "resp2-hiredis"],
+)
+def test_redis_py_reads_hits_misses_and_mget(server, protocol, parser) -> None:
+    pool = redis.ConnectionPool(
+        port=server.port, protocol=protocol, parser_class=parser, socket_timeout=DEADLINE
+    )
+    client = redis.Redis(connection_pool=pool)
+    assert client.get("k") == b"v"
+    assert client.get("absent") is None
+    assert client.mget("k", "absent", "fresh", "list") == [b"v", None, b"fetched:fresh", None]
+    assert client.ping() is True
+    assert client.echo("hi") == b"hi"
+    client.client_setname("reader")
+    assert client.client_getname() in (b"reader", "reader")  # redis-py decodes it on RESP2
+    assert pool.get_connection().protocol in (protocol, str(protocol))
+
+
+def test_unknown_command_is_an_error_and_the_connection_stays(server) -> None:
+    raw = Raw(server.port).send(b"SET a b\r\nPING\r\n")
+    raw.expect(b"-ERR unknown command 'SET', with args beginning with: 'a' 'b' \r\n+PONG\r\n")
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply"),
+    [
+        (b"GET\r\n", b"-ERR wrong number of arguments for 'get' command\r\n"),
+        (b"HELLO 4\r\n", b"-NOPROTO unsupported protocol version\r\n"),
+        (b"HELLO 3 AUTH u p\r\n", b"-ERR AUTH is not supported"),
+        (b"AUTH secret\r\n", b"-ERR AUTH is not supported"),
+        (b"SELECT 0\r\n", b"+OK\r\n"),
+        (b"SELECT 1\r\n", b"-ERR DB index is out of range"),
+        (b"CLIENT ID\r\n", b":"),
+        (b"CLIENT SETINFO LIB-NAME x\r\n", b"+OK\r\n"),
+        (b"CLIENT KILL x\r\n", b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"),
+        (b"COMMAND COUNT\r\n", b":11\r\n"),
+        (b"COMMAND DOCS\r\n", b"*0\r\n"),
+        (b"PING hello\r\n", b"$5\r\nhello\r\n"),
+        (b"RESET\r\n", b"+RESET\r\n"),
+        (b"get k\r\n", b"$1\r\nv\r\n"),
+    ],
+)
+def test_command_replies(server, request_: bytes, reply: bytes) -> None:
+    raw = Raw(server.port).send(request_ + b"PING\r\n")
+    raw.expect(reply)
+    rest = b""
+    while not rest.endswith(b"+PONG\r\n"):  # the connection survives every one of these
+        chunk = raw.sock.recv(4096)
+        assert chunk, "the server closed the connection"
+        rest += chunk
+
+
+def test_quit_answers_ok_and_closes(server) -> None:
+    raw = Raw(server.port).send(b"QUIT\r\n")
+    raw.expect(b"+OK\r\n")
+    assert raw.closed_by_server()
+
+
+def test_a_client_that_half_closes_still_gets_its_answers(server, fetch) -> None:
+    fetch.blocked[b"fslow"] = release = threading.Event()
+    raw = Raw(server.port).send(b"GET k\r\nGET fslow\r\nGET k\r\n")
+    raw.sock.shutdown(socket.SHUT_WR)
+    assert fetch.started.wait(DEADLINE)
+    release.set()
+    raw.expect(b"$1\r\nv\r\n$13\r\nfetched:fslow\r\n$1\r\nv\r\n")
+    assert raw.closed_by_server()
+
+
+def test_a_thousand_pipelined_commands_answer_in_order(server) -> None:
+    request_ = b"".join(b"GET %s\r\n" % (b"k" if i % 3 else b"f%d" % i) for i in range(1000))
+    expected = b"".join(
+        b"$1\r\nv\r\n" if i % 3 else b"$%d\r\nfetched:f%d\r\n" % (len(b"fetched:f%d" % i), i)
+        for i in range(1000)
+    )
+    Raw(server.port).send(request_).expect(expected)
+
+
+@pytest.mark.parametrize(
+    ("frame", "error"),
+    [
+        (b"*x\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
+        (b"*1\r\n$-5\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+        (b"*1\r\n:1\r\n", b"-ERR Protocol error: expected '$', got ':'\r\n"),
+        (b"*1\r\n$99999999999\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
+    ],
+)
+def test_malformed_frame_gets_protocol_error_then_close(server, frame, error) -> None:
+    raw = Raw(server.port).send(b"PING\r\n" + frame)
+    raw.expect(b"+PONG\r\n" + error)
+    assert raw.closed_by_server()
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        (errors.BackendUnavailable("cannot reach Redis"), b"-TRYAGAIN cannot reach Redis"),
+        (errors.BackendTimeout("too slow"), b"-TRYAGAIN too slow"),
+        (errors.BackendRejected("Redis refused the read (NOPERM)"), b"-ERR backend: "),
+        (
+            errors.WrongType("x"),
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value",
+        ),
+    ],
+)
+def test_backend_errors_map_to_resp_errors_and_the_connection_survives(server, error, line) -> None:
+    DATA[b"failing"] = error
+    try:
+        raw = Raw(server.port).send(b"GET failing\r\n")
+        raw.expect_line(line)
+        raw.send(b"PING\r\n").expect(b"+PONG\r\n")
+    finally:
+        del DATA[b"failing"]
+
+
+def test_client_gone_mid_frame_or_mid_reply_costs_nothing(server) -> None:
+    Raw(server.port).send(b"*2\r\n$3\r\nGET\r\n$1").sock.close()
+    Raw(server.port).send(b"GET big\r\n").sock.close()  # 5 MB reply never read
+    Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+
+
+def test_a_miss_waiting_on_redis_does_not_stall_other_clients_hits(server, fetch) -> None:
+    fetch.blocked[b"fslow"] = release = threading.Event()
+    Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+    waiting = Raw(server.port).send(b"GET fslow\r\n")
+    assert fetch.started.wait(DEADLINE)
+    started = time.monotonic()
+    Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+    assert time.monotonic() - started < 0.5
+    release.set()
+    waiting.expect(b"$13\r\nfetched:fslow\r\n")
+
+
+def test_with_max_parallel_1_a_hit_waits_for_the_miss_in_progress(start_server, fetch) -> None:
+    server = start_server(max_parallel=1)
+    fetch.blocked[b"fslow"] = release = threading.Event()
+    Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+    waiting = Raw(server.port).send(b"GET fslow\r\n")
+    assert fetch.started.wait(DEADLINE)
+    hit = Raw(server.port).send(b"GET k\r\n")
+    hit.sock.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        hit.sock.recv(1)  # nothing while the only slot is taken
+    release.set()
+    waiting.expect(b"$13\r\nfetched:fslow\r\n")
+    hit.sock.settimeout(DEADLINE)
+    hit.expect(b"$1\r\nv\r\n")
+
+
+def test_client_past_the_limit_gets_redis_error_then_close(start_server) -> None:
+    server = start_server(max_connections=2)
+    first, second = Raw(server.port), Raw(server.port)
+    for raw in (first, second):
+        raw.send(b"PING\r\n").expect(b"+PONG\r\n")
+    extra = Raw(server.port)
+    extra.expect(b"-ERR max number of clients reached\r\n")
+    assert extra.closed_by_server()
+    second.send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+    first.sock.close()
+    deadline = time.monotonic() + DEADLINE
+    while True:  # the slot is free as soon as the server has seen the hang-up
+        newcomer = Raw(server.port).send(b"PING\r\n")
+        if newcomer.sock.recv(7) == b"+PONG\r\n":
+            break
+        assert time.monotonic() < deadline
+
+
+@settings(
+    max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.lists(st.binary(max_size=12), min_size=1, max_size=5).map(
+            lambda args: (
+                b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args)
+            )
+        ),
+    )
+)
+def test_fuzzed_frames_never_break_the_server(server, frame: bytes) -> None:
+    raw = Raw(server.port)
+    raw.sock.settimeout(0.5)
+    raw.send(frame)
+    raw.sock.shutdown(socket.SHUT_WR)
+    try:
+        while raw.sock.recv(65536):
+            pass  # whatever it answers, it must end the reply and close in time
+    except ConnectionResetError:
+        pass
+    raw.sock.close()
+    Raw(server.port).send(b"PING\r\n").expect(b"+PONG\r\n")

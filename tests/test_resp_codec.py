@@ -1,0 +1,137 @@
+"""The RESP request parser and reply encoders."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from proxy import resp_codec as wire
+from proxy.errors import ProtocolError
+
+
+def feed_in_pieces(data: bytes, cuts: list[int]) -> list[list[bytes]]:
+    parser, commands, start = wire.RequestParser(), [], 0
+    for cut in [*sorted(cuts), len(data)]:
+        commands += parser.feed(data[start:cut])
+        start = cut
+    return commands
+
+
+def test_array_command() -> None:
+    assert wire.RequestParser().feed(b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n") == [[b"GET", b"key"]]
+
+
+def test_inline_command_with_and_without_cr() -> None:
+    parser = wire.RequestParser()
+    assert parser.feed(b"GET  key\r\nPING\n") == [[b"GET", b"key"], [b"PING"]]
+
+
+def test_empty_lines_and_empty_arrays_are_ignored() -> None:
+    assert wire.RequestParser().feed(b"\r\n*0\r\n\r\nPING\r\n") == [[b"PING"]]
+
+
+def test_pipelined_commands_come_out_in_order() -> None:
+    data = b"".join(wire.request([b"GET", b"k%d" % i]) for i in range(1000))
+    assert wire.RequestParser().feed(data) == [[b"GET", b"k%d" % i] for i in range(1000)]
+
+
+def test_binary_arguments_with_crlf_inside_are_kept_whole() -> None:
+    command = [b"GET", b"a\r\nb\r\n", b"", b"\x00\xff"]
+    assert wire.RequestParser().feed(wire.request(command) + wire.request([b"PING"])) == [
+        command,
+        [b"PING"],
+    ]
+
+
+def test_command_split_at_every_byte_is_reassembled() -> None:
+    data = wire.request([b"MGET", b"a\r\n", b"bb"]) + b"PING\r\n" + wire.request([b"GET", b"k"])
+    parser = wire.RequestParser()
+    commands = [command for byte in data for command in parser.feed(bytes([byte]))]
+    assert commands == [[b"MGET", b"a\r\n", b"bb"], [b"PING"], [b"GET", b"k"]]
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        (b"*abc\r\n", "invalid multibulk length"),
+        (b"*+1\r\n", "invalid multibulk length"),
+        (b"*1_0\r\n", "invalid multibulk length"),
+        (b"*%d\r\n" % (wire.MAX_ARRAY_LENGTH + 1), "invalid multibulk length"),
+        (b"*1\r\n$x\r\n", "invalid bulk length"),
+        (b"*1\r\n$-1\r\n", "invalid bulk length"),
+        (b"*1\r\n$%d\r\n" % (wire.MAX_BULK_BYTES + 1), "invalid bulk length"),
+        (b"*1\r\n+OK\r\n", "expected '$', got '+'"),
+        (b"*1\r\n$3\r\nabcXY", "expected CRLF after a bulk string"),
+        (b"G" * (wire.MAX_INLINE_BYTES + 1), "too big inline request"),
+        (b"*" + b"1" * (wire.MAX_INLINE_BYTES + 1), "too big multibulk count string"),
+    ],
+)
+def test_malformed_frames_raise_redis_wording(frame: bytes, message: str) -> None:
+    with pytest.raises(ProtocolError, match=re.escape(message)):
+        wire.RequestParser().feed(frame)
+
+
+def test_request_over_the_size_limit_is_refused_before_it_completes() -> None:
+    parser = wire.RequestParser()
+    big = b"x" * (wire.MAX_BULK_BYTES - 10)
+    head = b"*20\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(big), big) for _ in range(17))
+    with pytest.raises(ProtocolError, match="request larger than"):
+        parser.feed(head + b"$%d\r\n" % len(big) + big[:100])  # 17 MiB of one command
+
+
+arguments = st.lists(st.binary(max_size=40), min_size=1, max_size=6)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(arguments, min_size=1, max_size=8), st.lists(st.integers(0, 2000), max_size=6))
+def test_any_chunking_of_valid_commands_gives_the_same_commands(commands, cuts) -> None:
+    data = b"".join(wire.request(command) for command in commands)
+    assert feed_in_pieces(data, [cut % (len(data) + 1) for cut in cuts]) == commands
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.binary(max_size=300))
+def test_random_bytes_either_parse_or_raise_protocol_error(data: bytes) -> None:
+    try:
+        commands = wire.RequestParser().feed(data)
+    except ProtocolError:
+        return
+    assert all(isinstance(arg, bytes) for command in commands for arg in command)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.lists(arguments, min_size=1, max_size=4),
+    st.integers(0, 10_000),
+    st.binary(min_size=1, max_size=4),
+)
+def test_mutated_frames_either_parse_or_raise_protocol_error(commands, where, garbage) -> None:
+    data = bytearray(b"".join(wire.request(command) for command in commands))
+    where %= len(data)
+    data[where : where + len(garbage)] = garbage
+    with contextlib.suppress(ProtocolError):
+        wire.RequestParser().feed(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("reply", "resp2", "resp3"),
+    [
+        (wire.null, b"$-1\r\n", b"_\r\n"),
+        (lambda p: wire.bulk_or_null(b"v", p), b"$1\r\nv\r\n", b"$1\r\nv\r\n"),
+        (
+            lambda p: wire.mapping([(wire.bulk(b"a"), wire.integer(1))], p),
+            b"*2\r\n$1\r\na\r\n:1\r\n",
+            b"%1\r\n$1\r\na\r\n:1\r\n",
+        ),
+    ],
+)
+def test_replies_by_protocol(reply, resp2: bytes, resp3: bytes) -> None:
+    assert (reply(2), reply(3)) == (resp2, resp3)
+
+
+def test_error_replies_never_contain_line_breaks() -> None:
+    assert wire.error("ERR bad\r\nthing") == b"-ERR bad  thing\r\n"
