@@ -5,10 +5,9 @@ Start from the project root: `gunicorn -c gunicorn.conf.py`.
 
 import sys
 
-from proxy.app import cache_of
+from proxy.app import runtime_of
 from proxy.config import Settings
 from proxy.errors import ConfigError
-from proxy.resp import start_resp_server
 
 try:
     settings = Settings.load()
@@ -26,6 +25,7 @@ worker_class = "proxy.worker.ProxyWorker"
 threads = settings.max_parallel
 worker_connections = settings.max_connections
 keepalive = settings.keepalive_timeout
+graceful_timeout = settings.graceful_timeout
 loglevel = settings.log_level
 # The longest request line Gunicorn allows: room for a fully %-encoded MAX_KEY_BYTES key.
 limit_request_line = 8190
@@ -35,5 +35,6 @@ control_socket_disable = True
 
 
 def post_worker_init(worker):
-    """Start the RESP front end inside the worker, over the HTTP app's cache."""
-    worker.resp = start_resp_server(settings, cache_of(worker.wsgi))
+    """Inside the worker: start the RESP front end and the metrics over the app's runtime."""
+    worker.runtime = runtime_of(worker.wsgi)
+    worker.runtime.start(http=worker)

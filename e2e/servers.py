@@ -13,6 +13,7 @@ from pathlib import Path
 
 import redis
 import requests
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -106,9 +107,13 @@ class RedisServer:
         except redis.ConnectionError:
             return False
 
-    def stop(self) -> None:
+    def stop(self, kill: bool = False) -> None:
+        """Stop the server: SIGTERM, or SIGKILL when `kill` (a crash, no goodbye)."""
         if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
+            if kill:
+                self.process.kill()
+            else:
+                self.process.terminate()
             self.process.wait(STOP_DEADLINE)
         self.process = None
         self.client.connection_pool.disconnect()
@@ -168,6 +173,19 @@ class Proxy:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One sample from /metrics, parsed as Prometheus would."""
+        text = requests.get(self.url + "/metrics", timeout=10).text
+        samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+        [value] = [s.value for s in samples if s.name == name and s.labels == labels]
+        return value
+
+    def terminate(self) -> int:
+        """SIGTERM to the Gunicorn master, as an orchestrator sends; returns its exit code."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(STOP_DEADLINE)
 
     def stop(self) -> None:
         if self.process is None or self.process.poll() is not None:

@@ -61,6 +61,7 @@ def test_stalled_redis_misses_504_after_timeout_and_hits_unaffected(
         started = time.monotonic()
         miss = proxy.get("/get/cold")
         miss_elapsed = time.monotonic() - started
+        ready = proxy.get("/readyz")
     finally:
         redis.client.execute_command("CLIENT", "UNPAUSE")
     assert (hit.status_code, hit.content) == (200, b"cached")
@@ -68,3 +69,5 @@ def test_stalled_redis_misses_504_after_timeout_and_hits_unaffected(
     assert miss.status_code == 504
     assert miss.json()["error"] == "backend_timeout"
     assert 0.3 <= miss_elapsed < 1.5
+    assert (ready.status_code, ready.json()["error"]) == (503, "not_ready")
+    assert "did not answer within 0.3 s" in ready.json()["detail"]

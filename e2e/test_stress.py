@@ -54,17 +54,32 @@ def test_many_clients_only_ever_see_values_stored_under_their_key(
                     problems.append(f"{name}: {response.content!r} was never stored there")
         return problems
 
-    writing = threading.Thread(target=writer)
-    writing.start()
+    sizes: list[float] = []
+
+    def sampler() -> None:  # the cache's size, as /metrics reports it, all through the run
+        while not stop_writing.is_set():
+            sizes.append(proxy.metric("proxy_cache_entries"))
+
+    background = [threading.Thread(target=writer), threading.Thread(target=sampler)]
+    for thread in background:
+        thread.start()
     try:
         with ThreadPoolExecutor(max_workers=CLIENTS) as pool:
             problems = [p for found in pool.map(client, range(CLIENTS)) for p in found]
     finally:
         stop_writing.set()
-        writing.join(10)
+        for thread in background:
+            thread.join(10)
 
     assert problems == []
+    assert len(sizes) >= 10
+    assert max(sizes) <= CAPACITY
+    assert proxy.metric("proxy_cache_evictions_total") > 0
+    assert proxy.metric("proxy_cache_expirations_total") > 0
     backend_gets = redis.get_calls() - gets_before
     total = CLIENTS * REQUESTS_PER_CLIENT
     assert 0 < backend_gets < total  # both hits and misses really happened
-    print(f"{total} requests, {backend_gets} went to Redis, {total - backend_gets} cache hits")
+    print(
+        f"{total} requests, {backend_gets} went to Redis, {total - backend_gets} cache hits; "
+        f"{len(sizes)} size samples, largest {max(sizes):.0f} (capacity {CAPACITY})"
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import time
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from flask import Flask, Response, jsonify, request
+from flask import Flask, Response, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
-from proxy.backend import Backend
-from proxy.cache import ReadThroughCache
 from proxy.config import Settings
 from proxy.errors import (
     BackendError,
@@ -20,10 +21,14 @@ from proxy.errors import (
     ProxyError,
     WrongType,
 )
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from proxy.metrics import RequestStats
+from proxy.runtime import BackingStore, Runtime
 
 MAX_KEY_BYTES = 2048  # fully percent-encoded it still fits Gunicorn's 8190-byte request line
 GET_PREFIX = "/get/"
-CACHE_EXTENSION = "redis_cache_proxy.cache"
+RUNTIME_EXTENSION = "redis_cache_proxy.runtime"
+QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
 
 # The error map: a typed error -> (HTTP status, short code for the JSON body). Looked up along
 # the exception's MRO, so the most specific row wins.
@@ -36,6 +41,7 @@ ERROR_MAP: dict[type[ProxyError], tuple[int, str]] = {
     BackendError: (502, "backend_error"),
 }
 RETRY_AFTER_SECONDS = "1"
+access = logging.getLogger("proxy.access")
 
 
 class _AnyPath(BaseConverter):
@@ -77,34 +83,99 @@ def _http_error(exc: HTTPException) -> tuple[Response, int]:
     return _error_body(status, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
 
 
-def cache_of(app: Flask) -> ReadThroughCache:
-    """The cache an app built by create_app() reads through (the RESP front end shares it)."""
-    return app.extensions[CACHE_EXTENSION]
+def runtime_of(app: Flask) -> Runtime:
+    """The runtime an app built by create_app() serves from (gunicorn.conf.py's hooks use it)."""
+    return app.extensions[RUNTIME_EXTENSION]
 
 
-def create_app(settings: Settings | None = None, cache: ReadThroughCache | None = None) -> Flask:
-    """Wire the HTTP app over one cache (built from `settings` unless given)."""
-    if cache is None:
-        settings = settings or Settings.load()
-        backend = Backend(settings.redis_url, settings.redis_timeout)
-        cache = ReadThroughCache(settings.cache_maxsize, settings.cache_ttl, backend.get)
+def create_app(settings: Settings | None = None, backend: BackingStore | None = None) -> Flask:
+    """Wire the HTTP app and the worker's runtime (a real Backend unless one is given)."""
+    settings = settings or Settings.load()
+    _send_logs_where_gunicorn_does(settings.log_level)
+    runtime = Runtime.build(settings, backend)
     app = Flask(__name__)
-    app.extensions[CACHE_EXTENSION] = cache
+    app.extensions[RUNTIME_EXTENSION] = runtime
     # Keys may contain "//" and leading "/": never merge slashes or redirect.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.url_map.converters["anypath"] = _AnyPath
     app.register_error_handler(ProxyError, _proxy_error)
     app.register_error_handler(HTTPException, _http_error)
+    _add_accounting(app, runtime.metrics.requests["http"], settings.access_log)
 
     @app.get(GET_PREFIX + "<anypath:_path>")
     def get_key(_path: str) -> Response | tuple[Response, int]:
         # Werkzeug has already decoded %2F and replaced invalid UTF-8 in `_path`.
+        g.outcome = "error"  # until the lookup says otherwise
         environ = request.environ
-        key = key_from_uri(environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
-        value = cache.lookup(key)
+        g.key = key_from_uri(environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
+        value, hit = runtime.cache.lookup(g.key)
         if value is None:
+            g.outcome = "not_found"
             return _error_body(404, "not_found", "no such key in Redis")
+        g.outcome = "hit" if hit else "miss"
         return Response(value, mimetype="application/octet-stream")
 
+    @app.get("/livez")
+    def livez() -> Response:
+        # Never touches Redis: a Redis blip must not get every proxy restarted.
+        return jsonify(status="alive")
+
+    @app.get("/readyz")
+    def readyz() -> Response | tuple[Response, int]:
+        try:
+            runtime.backend.ping()
+        except BackendError as exc:
+            return _error_body(503, "not_ready", str(exc))
+        return jsonify(status="ready")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(runtime.metrics.exposition(), content_type=METRICS_CONTENT_TYPE)
+
     return app
+
+
+def _add_accounting(app: Flask, stats: RequestStats, access_log: str) -> None:
+    """Time every request; count reads by outcome; write one access line (probes excepted)."""
+
+    @app.before_request
+    def start_clock() -> None:
+        g.started = time.perf_counter()
+
+    @app.after_request
+    def account(response: Response) -> Response:
+        seconds = time.perf_counter() - g.started
+        if "outcome" in g:
+            stats.record(g.outcome, seconds)
+        if access_log != "off" and request.path not in QUIET_PATHS:
+            target = _logged_target(access_log, g.get("key"))
+            size = response.content_length or 0
+            access.info(
+                "%s %s status=%d bytes=%d duration_ms=%.2f",
+                request.method,
+                target,
+                response.status_code,
+                size,
+                seconds * 1000,
+            )
+        return response
+
+
+def _logged_target(access_log: str, key: bytes | None) -> str:
+    """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw."""
+    if access_log == "raw" or key is None:
+        return request.environ.get("RAW_URI") or request.path
+    digest = hashlib.blake2b(key, digest_size=8).hexdigest()
+    return f"{GET_PREFIX}<key blake2b:{digest} len={len(key)}>"
+
+
+def _send_logs_where_gunicorn_does(level: str) -> None:
+    """The proxy's loggers use Gunicorn's handlers (format, stream) at LOG_LEVEL."""
+    proxy_log = logging.getLogger("proxy")
+    proxy_log.setLevel(level.upper())
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if gunicorn_log.handlers and not proxy_log.handlers:
+        for handler in gunicorn_log.handlers:
+            proxy_log.addHandler(handler)
+        proxy_log.propagate = False

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cachetools import TTLCache
+
+from proxy.errors import BackendError
 
 Fetch = Callable[[bytes], "bytes | None"]
 
@@ -45,13 +48,25 @@ class _Flight:
         return self._value
 
 
+class _Fetched:
+    """What __missing__ hands back through TTLCache.__getitem__: a value that was not a hit."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | None) -> None:
+        self.value = value
+
+
 @dataclass
 class CacheStats:
-    """Counters since start, updated under the cache lock; hits = lookups - fetches - coalesced."""
+    """Counters since start, updated under the cache lock."""
 
     lookups: int = 0
     fetches: int = 0  # misses that went to Redis
     coalesced: int = 0  # misses that waited for another thread's fetch of the same key
+    evictions: int = 0  # entries dropped to make room (least recently read first)
+    expirations: int = 0  # entries dropped because their TTL ran out
+    fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
 
 
 class ReadThroughCache(TTLCache):
@@ -65,13 +80,16 @@ class ReadThroughCache(TTLCache):
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
         self.stats = CacheStats()
-        self._peeking = False  # set by cached(), under the lock
+        self._peeking = False  # set by cached_run(), under the lock
 
-    def lookup(self, key: bytes) -> bytes | None:
-        """The value under `key`, from the cache or else from Redis; None if Redis has none."""
+    def lookup(self, key: bytes) -> tuple[bytes | None, bool]:
+        """The value under `key` (None if Redis has none), and whether it was a cache hit."""
         with self._lock:
             self.stats.lookups += 1
-            return self[key]
+            result = self[key]
+        if isinstance(result, _Fetched):
+            return result.value, False
+        return result, True
 
     def cached(self, key: bytes) -> bytes | None:
         """The value if `key` is cached and fresh (a hit: its recency is refreshed), else None.
@@ -105,16 +123,16 @@ class ReadThroughCache(TTLCache):
         with self._lock:
             return len(self)
 
-    def __missing__(self, key: bytes) -> bytes | None:
-        # Entered from __getitem__ with self._lock held (only lookup() and cached() index
-        # the map, and cached() never fetches).
+    def __missing__(self, key: bytes) -> _Fetched | None:
+        # Entered from __getitem__ with self._lock held (only lookup() and cached_run() index
+        # the map, and cached_run() never fetches).
         if self._peeking:
             return None
         flight = self._flights.get(key)
         if flight is not None:
             self.stats.coalesced += 1
             with self._unlocked():
-                return flight.result()
+                return _Fetched(flight.result())
         flight = self._flights[key] = _Flight()
         self.stats.fetches += 1
         try:
@@ -124,13 +142,27 @@ class ReadThroughCache(TTLCache):
                 self[key] = value  # a fresh TTL, counted from now
         except BaseException as exc:
             # Waiters get this same error; nothing is stored, so the next miss asks again.
+            if isinstance(exc, BackendError):
+                self.stats.fetch_errors[exc.kind] += 1
             flight.finish(None, exc)
             raise
         else:
             flight.finish(value, None)
-            return value
+            return _Fetched(value)
         finally:
             del self._flights[key]
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        """Evict the least recently read entry (cachetools calls this when full)."""
+        item = super().popitem()
+        self.stats.evictions += 1
+        return item
+
+    def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
+        """Drop expired entries (cachetools calls this before inserting and when sizing)."""
+        expired = super().expire(time)
+        self.stats.expirations += len(expired)
+        return expired
 
     @contextmanager
     def _unlocked(self) -> Iterator[None]:

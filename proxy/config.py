@@ -14,6 +14,7 @@ from proxy.errors import ConfigError
 
 DOTENV_PATH = Path(".env")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+ACCESS_LOGS = ("hashed", "raw", "off")  # how access lines show keys: a hash, as sent, or no lines
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -35,6 +36,12 @@ def _seconds(text: str) -> float:
 
 def _log_level(text: str) -> str:
     if text.lower() not in LOG_LEVELS:
+        raise ValueError(text)
+    return text.lower()
+
+
+def _access_log(text: str) -> str:
+    if text.lower() not in ACCESS_LOGS:
         raise ValueError(text)
     return text.lower()
 
@@ -89,6 +96,10 @@ _VARS: dict[str, _Var] = {
         "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
     "log_level": _Var("LOG_LEVEL", "info", "one of " + ", ".join(LOG_LEVELS), _log_level),
+    "access_log": _Var("ACCESS_LOG", "hashed", "one of " + ", ".join(ACCESS_LOGS), _access_log),
+    "graceful_timeout": _Var(
+        "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", _int_between(1, 3600)
+    ),
 }
 
 
@@ -107,6 +118,8 @@ class Settings:
     resp_port: int
     keepalive_timeout: int
     log_level: str
+    access_log: str
+    graceful_timeout: int
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -132,11 +145,27 @@ class Settings:
         """Settings from the process environment, falling back to `.env` in the working dir."""
         return cls.from_env({**read_dotenv(DOTENV_PATH), **os.environ})
 
+    def describe(self) -> str:
+        """Every setting as VARIABLE=value, for the startup log line; the password masked."""
+        shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
+        shown["redis_url"] = mask_password(self.redis_url)
+        return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
+
     @property
     def bind(self) -> str:
         """The listen address in Gunicorn's `bind` syntax (IPv6 literals bracketed)."""
         host = f"[{self.proxy_host}]" if ":" in self.proxy_host else self.proxy_host
         return f"{host}:{self.proxy_port}"
+
+
+def mask_password(url: str) -> str:
+    """`url` with any password replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = parts.username or ""
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

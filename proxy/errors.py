@@ -26,23 +26,33 @@ class KeyTooLong(InvalidKey):
 
 
 class BackendError(ProxyError):
-    """The backing Redis could not answer; subclasses say how."""
+    """The backing Redis could not answer; subclasses say how (`kind` labels metrics)."""
+
+    kind = "other"
 
 
 class BackendUnavailable(BackendError):
     """Redis refused, dropped the connection, is loading, or rejected our credentials."""
 
+    kind = "unavailable"
+
 
 class BackendTimeout(BackendError):
     """Redis did not answer within REDIS_TIMEOUT."""
+
+    kind = "timeout"
 
 
 class WrongType(BackendError):
     """The key holds a value that is not a string (a list, hash, ...), so GET cannot read it."""
 
+    kind = "wrong_type"
+
 
 class BackendRejected(BackendError):
     """Redis answered the GET with an error other than WRONGTYPE (ACL, OOM, ...)."""
+
+    kind = "rejected"
 
 
 class ProtocolError(Exception):

@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from proxy import resp_codec as wire
 from proxy.cache import ReadThroughCache
@@ -30,9 +31,11 @@ from proxy.errors import (
     ProxyError,
     WrongType,
 )
+from proxy.metrics import RequestStats
 from proxy.resp_commands import COMMANDS, unknown_command
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 GET_NAMES = frozenset((b"GET", b"get", b"Get"))
 MAX_GET_RUN = 64  # pipelined GETs looked up under one cache-lock acquisition
@@ -56,16 +59,19 @@ def error_reply(exc: ProxyError) -> bytes:
     return wire.error(template.format(exc))
 
 
-def start_resp_server(settings: Settings, cache: ReadThroughCache) -> RespServer | None:
+def start_resp_server(
+    settings: Settings, cache: ReadThroughCache, stats: RequestStats
+) -> RespServer | None:
     """Serve RESP on PROXY_HOST:RESP_PORT over `cache`; None when RESP_PORT is 0."""
     if not settings.resp_port:
         return None
     return RespServer(
         cache,
-        settings.proxy_host,
-        settings.resp_port,
-        settings.max_parallel,
-        settings.max_connections,
+        host=settings.proxy_host,
+        port=settings.resp_port,
+        max_parallel=settings.max_parallel,
+        max_connections=settings.max_connections,
+        stats=stats,
     ).start()
 
 
@@ -85,12 +91,15 @@ class RespServer:
     def __init__(
         self,
         cache: ReadThroughCache,
+        *,
         host: str,
         port: int,
         max_parallel: int,
         max_connections: int,
+        stats: RequestStats | None = None,
     ) -> None:
         self.cache = cache
+        self.stats = stats or RequestStats()
         self.host, self.port = host, port
         self.max_parallel, self.max_connections = max_parallel, max_connections
         self.clients = 0
@@ -113,6 +122,15 @@ class RespServer:
         if self._start_error is not None:
             raise self._start_error
         return self
+
+    def stop_accepting(self) -> None:
+        """Close the listener (thread-safe); connected clients are still served."""
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._close_listener)
+
+    def _close_listener(self) -> None:
+        if self._server is not None and self._server.is_serving():
+            self._server.close()
 
     def stop(self, timeout: float) -> None:
         """Stop accepting, let in-flight requests finish (up to `timeout`), then close all."""
@@ -145,8 +163,7 @@ class RespServer:
         return Connection(self)
 
     def _stop_when_idle(self, deadline: float) -> None:
-        if self._server is not None and self._server.is_serving():
-            self._server.close()
+        self._close_listener()
         if self.in_flight and time.monotonic() < deadline:
             self._loop.call_later(STOP_POLL_SECONDS, self._stop_when_idle, deadline)
             return
@@ -242,11 +259,13 @@ class Connection(asyncio.Protocol):
             if server.in_flight >= server.max_parallel:
                 server.wait_for_slot(self)
                 break
+            started = time.perf_counter()
             hits = self.cache.cached_run(leading_get_keys(queue))  # the hot path
             if hits:
                 for value in hits:
                     queue.popleft()
                     replies.append(b"$%d\r\n%s\r\n" % (len(value), value))
+                server.stats.record("hit", time.perf_counter() - started, len(hits))
                 continue
             reply = self.execute(queue.popleft())
             if reply is not None:
@@ -274,20 +293,25 @@ class Connection(asyncio.Protocol):
             return wire.error(f"ERR wrong number of arguments for '{name.decode()}' command")
         return spec.handler(self, command[1:])
 
-    def fetch(self, work: Callable[[], object], render: Callable[[object], bytes]) -> None:
-        """Fetch off the loop; the reply (or the mapped error) is written when it arrives."""
+    def fetch(self, work: Callable[[], T], render: Callable[[T], tuple[bytes, str]]) -> None:
+        """Run `work` off the loop; `render` turns its result into the reply and the outcome
+        counted in metrics. The reply (or the mapped error) is written when it arrives."""
         self.fetching = True
-        self.server.fetch(work, lambda future: self._fetched(future, render))
+        started = time.perf_counter()
+        self.server.fetch(work, lambda future: self._fetched(future, render, started))
 
-    def _fetched(self, future: Future, render: Callable[[object], bytes]) -> None:
+    def _fetched(
+        self, future: Future, render: Callable[[object], tuple[bytes, str]], started: float
+    ) -> None:
         self.fetching = False
         try:
-            reply = render(future.result())
+            reply, outcome = render(future.result())
         except ProxyError as exc:
-            reply = error_reply(exc)
+            reply, outcome = error_reply(exc), "error"
         except Exception:
             log.exception("RESP request failed")
-            reply = wire.error("ERR internal error in the proxy (logged)")
+            reply, outcome = wire.error("ERR internal error in the proxy (logged)"), "error"
+        self.server.stats.record(outcome, time.perf_counter() - started)
         if not self.closed:
             self.transport.write(reply)
             self.process()

@@ -45,41 +45,39 @@ class Spec:
         return self.min_args + 1 if fixed else -(self.min_args + 1)
 
 
-def get(conn: Connection, args: list[bytes]) -> bytes | None:
-    key = args[0]
-    value = conn.cache.cached(key)
-    if value is not None:
-        return wire.bulk(value)
+def get(conn: Connection, args: list[bytes]) -> None:
+    # Hits were answered by the connection's fast path; this is a miss: fetch off the loop.
+    key, protocol = args[0], conn.protocol
+
+    def render(found: tuple[bytes | None, bool]) -> tuple[bytes, str]:
+        value, hit = found
+        outcome = "not_found" if value is None else "hit" if hit else "miss"
+        return wire.bulk_or_null(value, protocol), outcome
+
+    conn.fetch(lambda: conn.cache.lookup(key), render)
+
+
+def mget(conn: Connection, args: list[bytes]) -> None:
     protocol = conn.protocol
-    conn.fetch(lambda: conn.cache.lookup(key), lambda found: wire.bulk_or_null(found, protocol))
-    return None
+
+    def fetch_all() -> list[tuple[bytes | None, bool]]:
+        return [_string_or_none(conn, key) for key in args]
+
+    def render(found: list[tuple[bytes | None, bool]]) -> tuple[bytes, str]:
+        values = [value for value, _ in found]
+        outcome = "hit" if all(hit for _, hit in found) else "miss"
+        if all(value is None for value in values):
+            outcome = "not_found"
+        return wire.array([wire.bulk_or_null(value, protocol) for value in values]), outcome
+
+    conn.fetch(fetch_all, render)
 
 
-def mget(conn: Connection, args: list[bytes]) -> bytes | None:
-    values = [conn.cache.cached(key) for key in args]
-    missing = [key for key, value in zip(args, values, strict=True) if value is None]
-    protocol = conn.protocol
-    if not missing:
-        return wire.array([wire.bulk(value) for value in values])  # type: ignore[arg-type]
-
-    def fetch_missing() -> dict[bytes, bytes | None]:
-        return {key: _string_or_none(conn, key) for key in missing}
-
-    def render(found: dict[bytes, bytes | None]) -> bytes:
-        merged = [
-            found[key] if value is None else value for key, value in zip(args, values, strict=True)
-        ]
-        return wire.array([wire.bulk_or_null(value, protocol) for value in merged])
-
-    conn.fetch(fetch_missing, render)
-    return None
-
-
-def _string_or_none(conn: Connection, key: bytes) -> bytes | None:
+def _string_or_none(conn: Connection, key: bytes) -> tuple[bytes | None, bool]:
     try:
         return conn.cache.lookup(key)
     except WrongType:
-        return None  # MGET answers nil for a key of another type, as Redis does
+        return None, False  # MGET answers nil for a key of another type, as Redis does
 
 
 def ping(conn: Connection, args: list[bytes]) -> bytes:

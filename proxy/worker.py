@@ -32,7 +32,7 @@ import gunicorn
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
 if TYPE_CHECKING:
-    from proxy.resp import RespServer
+    from proxy.runtime import Runtime
 
 TESTED_GUNICORN = (27, 0, 1)
 REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
@@ -141,7 +141,12 @@ class ProxyWorker(ThreadWorker):
         # Every connection within the limit may stay alive; the limit already bounds them.
         self.max_keepalived = self.client_limit
         self.refused = 0
-        self.resp: RespServer | None = None  # started by gunicorn.conf.py's post_worker_init
+        self.runtime: Runtime | None = None  # started by gunicorn.conf.py's post_worker_init
+
+    @property
+    def clients(self) -> int:
+        """Connected HTTP clients (for metrics)."""
+        return self.nr_conns
 
     def init_process(self) -> None:
         if gunicorn.version_info != TESTED_GUNICORN:
@@ -155,10 +160,16 @@ class ProxyWorker(ThreadWorker):
     def run(self) -> None:
         self.lingerer = Lingerer(self.poller)
         try:
-            super().run()
+            super().run()  # returns after SIGTERM, once in-flight HTTP requests are done
         finally:
-            if self.resp is not None:
-                self.resp.stop(self.cfg.graceful_timeout)
+            if self.runtime is not None:
+                self.runtime.shutdown(self.cfg.graceful_timeout)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        """SIGTERM: stop accepting on both front ends; in-flight requests still finish."""
+        super().handle_exit(sig, frame)
+        if self.runtime is not None:
+            self.runtime.stop_accepting()
 
     def accept(self, listener: socket.socket) -> None:
         try:

@@ -2,27 +2,37 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import errors
 from proxy.app import ERROR_MAP, MAX_KEY_BYTES, create_app
-from proxy.cache import ReadThroughCache
+from proxy.config import Settings
 
 
 class RecordingFetch:
-    """Answers from a dict, raises a chosen error, and records the keys asked for."""
+    """A fake backing store: answers from a dict, raises a chosen error, records the keys."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes] = {}
         self.error: Exception | None = None
         self.keys: list[bytes] = []
 
-    def __call__(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> bytes | None:
         self.keys.append(key)
         if self.error is not None:
             raise self.error
         return self.data.get(key)
+
+    def ping(self) -> None:
+        if self.error is not None:
+            raise self.error
+
+    def close(self) -> None:
+        pass
 
 
 @pytest.fixture
@@ -30,10 +40,13 @@ def fetch() -> RecordingFetch:
     return RecordingFetch()
 
 
+def make_client(fetch: RecordingFetch, **settings: str) -> FlaskClient:
+    return create_app(Settings.from_env(settings), backend=fetch).test_client()
+
+
 @pytest.fixture
 def client(fetch: RecordingFetch) -> FlaskClient:
-    cache = ReadThroughCache(maxsize=100, ttl=60, fetch=fetch)
-    return create_app(cache=cache).test_client()
+    return make_client(fetch)
 
 
 @pytest.mark.parametrize(
@@ -156,3 +169,76 @@ def test_every_proxy_error_has_a_row_in_the_error_map() -> None:
 def test_unknown_path_is_json_404(client: FlaskClient) -> None:
     response = client.get("/nowhere")
     assert (response.status_code, response.json["error"]) == (404, "not_found")
+
+
+def test_livez_is_200_even_when_redis_is_down(client: FlaskClient, fetch: RecordingFetch) -> None:
+    fetch.error = errors.BackendUnavailable("cannot reach Redis")
+    assert client.get("/livez").status_code == 200
+
+
+def test_readyz_follows_redis(client: FlaskClient, fetch: RecordingFetch) -> None:
+    assert client.get("/readyz").json == {"status": "ready"}
+    fetch.error = errors.BackendTimeout("Redis did not answer within 1 s")
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert response.json == {"error": "not_ready", "detail": "Redis did not answer within 1 s"}
+
+
+def metric(client: FlaskClient, name: str, **labels: str) -> float:
+    """One sample's value from /metrics, parsed as Prometheus would."""
+    text = client.get("/metrics").get_data(as_text=True)
+    samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
+    [value] = [s.value for s in samples if s.name == name and s.labels == labels]
+    return value
+
+
+def test_metrics_count_reads_by_outcome(client: FlaskClient, fetch: RecordingFetch) -> None:
+    fetch.data[b"k"] = b"v"
+    for path in ("/get/k", "/get/k", "/get/absent", "/get/"):
+        client.get(path)
+    for outcome in ("miss", "hit", "not_found", "error"):
+        assert metric(client, "proxy_requests_total", protocol="http", outcome=outcome) == 1
+    assert metric(client, "proxy_request_duration_seconds_count", protocol="http") == 4
+    assert metric(client, "proxy_backend_requests_total") == 2
+    assert metric(client, "proxy_cache_entries") == 1
+    assert metric(client, "proxy_cache_capacity") == 10000
+
+
+def test_metrics_count_backend_errors_by_kind(client: FlaskClient, fetch: RecordingFetch) -> None:
+    fetch.error = errors.BackendTimeout("slow")
+    client.get("/get/k")
+    assert metric(client, "proxy_backend_errors_total", kind="timeout") == 1
+    assert metric(client, "proxy_backend_errors_total", kind="unavailable") == 0
+
+
+def test_metrics_never_use_keys_as_labels(client: FlaskClient, fetch: RecordingFetch) -> None:
+    fetch.data[b"secret-key-name"] = b"v"
+    client.get("/get/secret-key-name")
+    assert "secret-key-name" not in client.get("/metrics").get_data(as_text=True)
+
+
+def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "proxy.access"]
+
+
+def test_access_log_hashes_keys_by_default(client, fetch, caplog) -> None:
+    fetch.data[b"private"] = b"12345"
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        client.get("/get/private")
+        client.get("/livez")
+    [line] = access_lines(caplog)
+    assert line.startswith("GET /get/<key blake2b:")
+    assert "len=7> status=200 bytes=5 duration_ms=" in line
+    assert "private" not in line
+
+
+def test_access_log_raw_keys_when_asked(fetch, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        make_client(fetch, ACCESS_LOG="raw").get("/get/visible%2Fkey")
+    assert access_lines(caplog)[0].startswith("GET /get/visible%2Fkey status=404")
+
+
+def test_access_log_off(fetch, caplog) -> None:
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        make_client(fetch, ACCESS_LOG="off").get("/get/k")
+    assert access_lines(caplog) == []

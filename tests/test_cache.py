@@ -61,6 +61,11 @@ def wait_until(condition: Callable[[], bool]) -> None:
         time.sleep(0.001)
 
 
+def read(cache: ReadThroughCache, key: bytes) -> bytes | None:
+    """The value a lookup returns (lookup() also says whether it was a hit)."""
+    return cache.lookup(key)[0]
+
+
 def make_cache(fetch, maxsize: int = 10, ttl: float = 10.0, timer=None) -> ReadThroughCache:
     return ReadThroughCache(maxsize=maxsize, ttl=ttl, fetch=fetch, timer=timer or FakeTimer())
 
@@ -68,55 +73,55 @@ def make_cache(fetch, maxsize: int = 10, ttl: float = 10.0, timer=None) -> ReadT
 def test_hit_does_not_fetch_again() -> None:
     redis = FakeRedis({b"k": b"v"})
     cache = make_cache(redis)
-    assert cache.lookup(b"k") == b"v"
-    assert cache.lookup(b"k") == b"v"
+    assert read(cache, b"k") == b"v"
+    assert read(cache, b"k") == b"v"
     assert redis.calls == {b"k": 1}
 
 
 def test_ttl_counts_from_insert_and_reads_do_not_extend_it() -> None:
     timer, redis = FakeTimer(), FakeRedis({b"k": b"v"})
     cache = make_cache(redis, ttl=10, timer=timer)
-    cache.lookup(b"k")
+    read(cache, b"k")
     for now in (3.0, 6.0, 9.9):  # reads inside the TTL are hits and must not push it back
         timer.now = now
-        cache.lookup(b"k")
+        read(cache, b"k")
     assert redis.calls[b"k"] == 1
     timer.now = 10.0
-    cache.lookup(b"k")
+    read(cache, b"k")
     assert redis.calls[b"k"] == 2
 
 
 def test_value_refetched_after_expiry_gets_a_fresh_ttl() -> None:
     timer, redis = FakeTimer(), FakeRedis({b"k": b"old"})
     cache = make_cache(redis, ttl=10, timer=timer)
-    cache.lookup(b"k")
+    read(cache, b"k")
     redis.data[b"k"] = b"new"
     timer.now = 15.0
-    assert cache.lookup(b"k") == b"new"
+    assert read(cache, b"k") == b"new"
     timer.now = 24.9
-    assert cache.lookup(b"k") == b"new"
+    assert read(cache, b"k") == b"new"
     assert redis.calls[b"k"] == 2
     timer.now = 25.0
-    cache.lookup(b"k")
+    read(cache, b"k")
     assert redis.calls[b"k"] == 3
 
 
 def test_cached_value_is_served_until_ttl_even_if_redis_changes() -> None:
     timer, redis = FakeTimer(), FakeRedis({b"k": b"old"})
     cache = make_cache(redis, ttl=10, timer=timer)
-    cache.lookup(b"k")
+    read(cache, b"k")
     redis.data[b"k"] = b"new"
     timer.now = 9.0
-    assert cache.lookup(b"k") == b"old"
+    assert read(cache, b"k") == b"old"
 
 
 def test_eviction_removes_least_recently_read_not_first_inserted() -> None:
     redis = FakeRedis({k: k.upper() for k in (b"a", b"b", b"c", b"d")})
     cache = make_cache(redis, maxsize=3)
     for key in (b"a", b"b", b"c"):
-        cache.lookup(key)
-    cache.lookup(b"a")  # a is now the most recently read; b the least
-    cache.lookup(b"d")
+        read(cache, key)
+    read(cache, b"a")  # a is now the most recently read; b the least
+    read(cache, b"d")
     assert b"b" not in cache
     assert all(key in cache for key in (b"a", b"c", b"d"))
 
@@ -125,7 +130,7 @@ def test_capacity_is_never_exceeded() -> None:
     redis = FakeRedis({str(i).encode(): b"v" for i in range(100)})
     cache = make_cache(redis, maxsize=10)
     for i in range(100):
-        cache.lookup(str(i).encode())
+        read(cache, str(i).encode())
         assert cache.size() <= 10
     assert cache.size() == 10
 
@@ -133,9 +138,9 @@ def test_capacity_is_never_exceeded() -> None:
 def test_absent_key_is_not_cached() -> None:
     redis = FakeRedis()
     cache = make_cache(redis)
-    assert cache.lookup(b"k") is None
+    assert read(cache, b"k") is None
     redis.data[b"k"] = b"set later"
-    assert cache.lookup(b"k") == b"set later"
+    assert read(cache, b"k") == b"set later"
     assert redis.calls[b"k"] == 2
 
 
@@ -144,7 +149,7 @@ def test_concurrent_misses_on_one_key_make_one_fetch() -> None:
     cache = make_cache(fetch)
     results: list[bytes | None] = []
     threads = [
-        threading.Thread(target=lambda: results.append(cache.lookup(b"k"))) for _ in range(20)
+        threading.Thread(target=lambda: results.append(read(cache, b"k"))) for _ in range(20)
     ]
     for thread in threads:
         thread.start()
@@ -161,12 +166,12 @@ def test_hit_is_answered_while_a_miss_is_blocked_in_fetch() -> None:
     redis = FakeRedis({b"hot": b"cached"})
     blocked = BlockingFetch(b"cold value")
     cache = make_cache(lambda key: redis(key) if key == b"hot" else blocked(key))
-    cache.lookup(b"hot")
+    read(cache, b"hot")
     miss = threading.Thread(target=cache.lookup, args=(b"cold",))
     miss.start()
     assert blocked.started.wait(DEADLINE)
     hit: list[bytes | None] = []
-    reader = threading.Thread(target=lambda: hit.append(cache.lookup(b"hot")))
+    reader = threading.Thread(target=lambda: hit.append(read(cache, b"hot")))
     reader.start()
     reader.join(DEADLINE)
     answered_while_blocked = list(hit)  # snapshot before the miss is allowed to finish
@@ -182,13 +187,13 @@ def test_fetch_error_is_shared_by_waiters_and_not_cached() -> None:
     cache = make_cache(fetch)
     raised: list[BaseException] = []
 
-    def read() -> None:
+    def read_and_keep_error() -> None:
         try:
-            cache.lookup(b"k")
+            read(cache, b"k")
         except BackendUnavailable as exc:
             raised.append(exc)
 
-    threads = [threading.Thread(target=read) for _ in range(5)]
+    threads = [threading.Thread(target=read_and_keep_error) for _ in range(5)]
     for thread in threads:
         thread.start()
     assert fetch.started.wait(DEADLINE)
@@ -200,15 +205,52 @@ def test_fetch_error_is_shared_by_waiters_and_not_cached() -> None:
     assert len(raised) == 5
     assert all(exc is error for exc in raised)
     fetch.result = b"recovered"
-    assert cache.lookup(b"k") == b"recovered"
+    assert read(cache, b"k") == b"recovered"
     assert fetch.calls == 2
 
 
 def test_lookup_counters_tell_hits_from_fetches() -> None:
     cache = make_cache(FakeRedis({b"k": b"v"}))
     for _ in range(3):
-        cache.lookup(b"k")
+        read(cache, b"k")
     assert (cache.stats.lookups, cache.stats.fetches, cache.stats.coalesced) == (3, 1, 0)
+
+
+def test_lookup_says_whether_it_was_a_hit() -> None:
+    cache = make_cache(FakeRedis({b"k": b"v"}))
+    assert cache.lookup(b"k") == (b"v", False)
+    assert cache.lookup(b"k") == (b"v", True)
+    assert cache.lookup(b"absent") == (None, False)
+
+
+def test_evictions_and_expirations_are_counted() -> None:
+    timer = FakeTimer()
+    cache = make_cache(FakeRedis({k: k for k in (b"a", b"b", b"c")}), maxsize=2, timer=timer)
+    for key in (b"a", b"b", b"c"):
+        read(cache, key)
+    assert cache.stats.evictions == 1
+    timer.now = 100.0
+    assert cache.size() == 0
+    assert cache.stats.expirations == 2
+
+
+def test_fetch_errors_are_counted_by_kind() -> None:
+    fetch = BlockingFetch(BackendUnavailable("down"))
+    fetch.release.set()
+    cache = make_cache(fetch)
+    with pytest.raises(BackendUnavailable):
+        read(cache, b"k")
+    assert cache.stats.fetch_errors == {"unavailable": 1}
+
+
+def test_cached_run_returns_hits_up_to_the_first_miss_without_fetching() -> None:
+    redis = FakeRedis({b"a": b"A", b"b": b"B", b"c": b"C"})
+    cache = make_cache(redis)
+    read(cache, b"a")
+    read(cache, b"c")
+    assert cache.cached_run([b"a", b"c", b"b", b"a"]) == [b"A", b"C"]
+    assert cache.cached(b"b") is None
+    assert redis.calls == {b"a": 1, b"c": 1}
 
 
 @pytest.mark.parametrize("maxsize", [1, 2, 7])
@@ -221,7 +263,7 @@ def test_concurrent_readers_keep_capacity_and_values_correct(maxsize: int) -> No
     def hammer(offset: int) -> None:
         for i in range(400):
             key = keys[(i * 7 + offset) % len(keys)]
-            if cache.lookup(key) != b"value-" + key:
+            if read(cache, key) != b"value-" + key:
                 wrong.append(key)
 
     threads = [threading.Thread(target=hammer, args=(n,)) for n in range(8)]

@@ -26,6 +26,8 @@ def test_defaults_when_nothing_is_set() -> None:
         resp_port=6380,
         keepalive_timeout=5,
         log_level="info",
+        access_log="hashed",
+        graceful_timeout=10,
     )
 
 
@@ -80,6 +82,8 @@ def test_accepted_redis_urls(url: str) -> None:
         ("KEEPALIVE_TIMEOUT", "0"),
         ("KEEPALIVE_TIMEOUT", "2.5"),
         ("LOG_LEVEL", "verbose"),
+        ("ACCESS_LOG", "everything"),
+        ("GRACEFUL_TIMEOUT", "0"),
     ],
 )
 def test_invalid_value_names_variable_value_and_expectation(variable: str, value: str) -> None:
@@ -123,3 +127,17 @@ def test_environment_wins_over_dotenv(tmp_path: Path, monkeypatch: pytest.Monkey
 
 def test_resp_port_zero_disables_resp() -> None:
     assert Settings.from_env({"RESP_PORT": "0"}).resp_port == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("redis://user:s3cret@host:6379/0", "redis://user:***@host:6379/0"),
+        ("rediss://:s3cret@host", "rediss://:***@host"),
+        ("redis://host:6379/0", "redis://host:6379/0"),
+    ],
+)
+def test_password_is_masked_in_the_description(url: str, shown: str) -> None:
+    description = Settings.from_env({"REDIS_URL": url}).describe()
+    assert f"REDIS_URL={shown} " in description
+    assert "s3cret" not in description

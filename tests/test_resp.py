@@ -57,7 +57,13 @@ def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
 
     def start(max_parallel: int = 4, max_connections: int = 50) -> RespServer:
         cache = ReadThroughCache(maxsize=100, ttl=60, fetch=fetch)
-        server = RespServer(cache, "127.0.0.1", free_port(), max_parallel, max_connections)
+        server = RespServer(
+            cache,
+            host="127.0.0.1",
+            port=free_port(),
+            max_parallel=max_parallel,
+            max_connections=max_connections,
+        )
         servers.append(server.start())
         return server
 
