@@ -8,6 +8,7 @@ DOCKER ?= $(shell docker info >/dev/null 2>&1 && echo yes || echo no)
 COMPOSE ?= docker compose
 
 .PHONY: venv run test lint format bench clean
+BENCH_SECONDS ?= 8
 
 venv: $(VENV)/.installed
 
@@ -30,6 +31,14 @@ run: venv
 test: venv
 	$(BIN)/pytest
 endif
+
+# Needs wrk and redis-benchmark (Debian: apt-get install wrk redis-tools). Local processes only.
+bench: venv $(VENV)/.bench
+	BENCH_SECONDS=$(BENCH_SECONDS) $(BIN)/python -m bench.run
+
+$(VENV)/.bench: requirements-bench.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
 
 lint: venv
 	$(BIN)/ruff check .

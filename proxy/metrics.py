@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections import Counter
 from collections.abc import Iterator
 from typing import Protocol
 
@@ -30,26 +29,64 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class RequestStats:
-    """Read requests of one front end: counts by outcome and a latency histogram."""
+    """Read requests by outcome and a latency histogram, written by ONE thread only.
+
+    No lock on the hot path: the RESP loop owns one; HTTP gives each pool thread its own
+    (PerThreadStats). A scrape from another thread reads plain ints; the outcome keys exist
+    from the start, so the dict never changes size under a reader.
+    """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.outcomes: Counter[str] = Counter()
+        self.outcomes: dict[str, int] = dict.fromkeys(OUTCOMES, 0)
         self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one is +Inf
         self.seconds = 0.0
 
     def record(self, outcome: str, seconds: float, count: int = 1) -> None:
         """`count` requests that ended with `outcome`, each taking `seconds`."""
-        index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
-        with self._lock:
-            self.outcomes[outcome] += count
-            self.buckets[index] += count
-            self.seconds += seconds * count
+        self.outcomes[outcome] += count
+        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += count
+        self.seconds += seconds * count
 
     def snapshot(self) -> tuple[dict[str, int], list[int], float]:
-        """Outcome counts, per-bucket counts and the total seconds, consistent with each other."""
+        """Outcome counts, per-bucket counts and the total seconds."""
+        return dict(self.outcomes), list(self.buckets), self.seconds
+
+
+class PerThreadStats:
+    """RequestStats for many writer threads: each thread records into its own."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._all: list[RequestStats] = []
+        self._lock = threading.Lock()  # guards _all, taken once per thread
+
+    def record(self, outcome: str, seconds: float, count: int = 1) -> None:
+        stats = getattr(self._local, "stats", None)
+        if stats is None:
+            stats = self._local.stats = RequestStats()
+            with self._lock:
+                self._all.append(stats)
+        stats.record(outcome, seconds, count)
+
+    def snapshot(self) -> tuple[dict[str, int], list[int], float]:
+        """The sum over all threads."""
+        outcomes, buckets, seconds = RequestStats().snapshot()
         with self._lock:
-            return dict(self.outcomes), list(self.buckets), self.seconds
+            parts = [stats.snapshot() for stats in self._all]
+        for part_outcomes, part_buckets, part_seconds in parts:
+            for outcome, count in part_outcomes.items():
+                outcomes[outcome] += count
+            buckets = [a + b for a, b in zip(buckets, part_buckets, strict=True)]
+            seconds += part_seconds
+        return outcomes, buckets, seconds
+
+
+class Recorder(Protocol):
+    """Where a front end records its read requests."""
+
+    def record(self, outcome: str, seconds: float, count: int = 1) -> None: ...
+
+    def snapshot(self) -> tuple[dict[str, int], list[int], float]: ...
 
 
 class ConnectionCounts(Protocol):
@@ -67,7 +104,7 @@ class Metrics:
 
     def __init__(self, cache: ReadThroughCache) -> None:
         self.cache = cache
-        self.requests = {"http": RequestStats(), "resp": RequestStats()}
+        self.requests: dict[str, Recorder] = {"http": PerThreadStats(), "resp": RequestStats()}
         self.connections: dict[str, ConnectionCounts] = {}
         self.registry = CollectorRegistry()
         self.registry.register(self)  # as a collector: collect() below

@@ -31,13 +31,12 @@ from proxy.errors import (
     ProxyError,
     WrongType,
 )
-from proxy.metrics import RequestStats
+from proxy.metrics import Recorder, RequestStats
 from proxy.resp_commands import COMMANDS, unknown_command
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-GET_NAMES = frozenset((b"GET", b"get", b"Get"))
 MAX_GET_RUN = 64  # pipelined GETs looked up under one cache-lock acquisition
 MAX_QUEUED_COMMANDS = 1024  # parsed but unanswered, per connection; then stop reading
 MAX_CLIENTS_REPLY = wire.error("ERR max number of clients reached")
@@ -60,7 +59,7 @@ def error_reply(exc: ProxyError) -> bytes:
 
 
 def start_resp_server(
-    settings: Settings, cache: ReadThroughCache, stats: RequestStats
+    settings: Settings, cache: ReadThroughCache, stats: Recorder
 ) -> RespServer | None:
     """Serve RESP on PROXY_HOST:RESP_PORT over `cache`; None when RESP_PORT is 0."""
     if not settings.resp_port:
@@ -79,7 +78,7 @@ def leading_get_keys(queue: deque[list[bytes]]) -> list[bytes]:
     """The keys of the GET commands at the head of `queue` (at most MAX_GET_RUN)."""
     keys: list[bytes] = []
     for command in queue:
-        if len(command) != 2 or command[0] not in GET_NAMES or len(keys) == MAX_GET_RUN:
+        if len(command) != 2 or command[0] not in wire.GET_NAMES or len(keys) == MAX_GET_RUN:
             break
         keys.append(command[1])
     return keys
@@ -96,7 +95,7 @@ class RespServer:
         port: int,
         max_parallel: int,
         max_connections: int,
-        stats: RequestStats | None = None,
+        stats: Recorder | None = None,
     ) -> None:
         self.cache = cache
         self.stats = stats or RequestStats()
@@ -236,6 +235,8 @@ class Connection(asyncio.Protocol):
         self.process()
 
     def data_received(self, data: bytes) -> None:
+        if self._answer_lone_get(data):
+            return
         try:
             self.queue.extend(self.parser.feed(data))
         except ProtocolError as exc:
@@ -250,6 +251,23 @@ class Connection(asyncio.Protocol):
             self.reading = False
             self.transport.pause_reading()
         self.process()
+
+    def _answer_lone_get(self, data: bytes) -> bool:
+        """Answer a lone GET hit on an idle connection at once; False leaves it to the
+        general path (anything else, a miss, or a busy connection)."""
+        server = self.server
+        if self.queue or self.fetching or self.closed or not self.parser.empty:
+            return False
+        if not self.can_write or server.in_flight >= server.max_parallel:
+            return False
+        started = time.perf_counter()
+        key = wire.lone_get_key(data)
+        value = None if key is None else self.cache.cached(key)
+        if value is None:
+            return False
+        self.transport.write(b"$%d\r\n%s\r\n" % (len(value), value))
+        server.stats.record("hit", time.perf_counter() - started)
+        return True
 
     def process(self) -> None:
         """Answer queued commands until one must wait (a miss, no free slot, full buffers)."""

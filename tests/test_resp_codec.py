@@ -135,3 +135,22 @@ def test_replies_by_protocol(reply, resp2: bytes, resp3: bytes) -> None:
 
 def test_error_replies_never_contain_line_breaks() -> None:
     assert wire.error("ERR bad\r\nthing") == b"-ERR bad  thing\r\n"
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", b"key"),
+        (b"*2\r\n$3\r\nget\r\n$0\r\n\r\n", b""),
+        (b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n", b"a\r\nb"),
+        (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\nPING\r\n", None),  # more than one command
+        (b"*2\r\n$3\r\nGET\r\n$3\r\nke", None),  # incomplete
+        (b"*2\r\n$3\r\nSET\r\n$3\r\nkey\r\n", None),
+        (b"*2\r\n$3\r\nGET\r\n$+3\r\nkey\r\n", None),
+        (b"GET key\r\n", None),
+    ],
+)
+def test_lone_get_key_recognises_exactly_one_get_command(data: bytes, key: bytes | None) -> None:
+    assert wire.lone_get_key(data) == key
+    if key is not None:
+        assert wire.RequestParser().feed(data) == [[data[8:11], key]]

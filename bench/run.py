@@ -1,0 +1,238 @@
+"""`make bench`: the proxy measured against its floors, side by side in one run.
+
+Starts its own Redis, the proxy (the production command) and the floor app (the same Gunicorn
+settings), seeds and warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a
+progress line per scenario and writes bench/results.md and bench/results.png.
+Environment: BENCH_SECONDS (per timed scenario, default 8), BENCH_OUT (default bench).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import redis
+import requests
+
+from bench.report import Result, write_report
+from e2e.servers import Proxy, RedisServer, free_port
+
+SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+OUT = Path(os.environ.get("BENCH_OUT", "bench"))
+VALUE = b"v" * 100
+HOT_KEYS = 1_000  # redis-benchmark's -r keyspace: key:000000000000 ...
+SPREAD_KEYS = 200_000  # far more than CAPACITY: the HTTP miss scenario
+CAPACITY = 10_000
+MEMORY_ENTRIES = 100_000
+PROXY_SETTINGS = {
+    "CACHE_TTL": "600",
+    "CACHE_MAXSIZE": str(CAPACITY),
+    "MAX_PARALLEL": "4",
+    "MAX_CONNECTIONS": "200",
+    "REDIS_TIMEOUT": "2",
+    "LOG_LEVEL": "warning",
+}
+
+
+def main() -> int:
+    for tool in ("wrk", "redis-benchmark"):
+        if shutil.which(tool) is None:
+            print(
+                f"bench: {tool} is missing; install Debian's wrk and redis-tools", file=sys.stderr
+            )
+            return 2
+    print(f"bench: {SECONDS:g} s per timed scenario; proxy settings: {PROXY_SETTINGS}")
+    with tempfile.TemporaryDirectory() as scratch:
+        results = run_all(Path(scratch))
+    write_report(results, OUT, PROXY_SETTINGS, SECONDS)
+    return 0
+
+
+def run_all(scratch: Path) -> list[Result]:
+    backing = RedisServer(scratch / "redis").start()
+    seed(backing.client)
+    proxy = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
+    floor = start(scratch, backing, "bench/floor.conf.py", PROXY_SETTINGS)
+    try:
+        warm(proxy)
+        results = http_scenarios(scratch, proxy, floor)
+        results += resp_scenarios(proxy, backing)
+        results.append(coalescing(proxy, backing))
+    finally:
+        for server in (floor, proxy):
+            server.stop()
+    try:
+        results.append(memory(scratch, backing))
+    finally:
+        backing.stop()
+    return results
+
+
+def start(scratch: Path, backing: RedisServer, config: str, settings: dict[str, str]) -> Proxy:
+    env = {**settings, "REDIS_URL": backing.url, "PROXY_HOST": "127.0.0.1"}
+    env |= {"PROXY_PORT": str(free_port()), "RESP_PORT": str(free_port())}
+    return Proxy(env, scratch / f"{Path(config).stem}-{free_port()}.log", config).start()
+
+
+def seed(client: redis.Redis) -> None:
+    pipe = client.pipeline(transaction=False)
+    for i in range(max(SPREAD_KEYS, MEMORY_ENTRIES)):
+        pipe.set(f"key:{i:012d}", VALUE)
+        if i % 10_000 == 9_999:
+            pipe.execute()
+    pipe.execute()
+
+
+def warm(proxy: Proxy) -> None:
+    client = redis.Redis(port=proxy.resp_port)
+    for start_at in range(0, HOT_KEYS, 500):
+        client.mget([f"key:{i:012d}" for i in range(start_at, start_at + 500)])
+
+
+def progress(result: Result) -> Result:
+    print(f"  {result.describe()}", flush=True)
+    return result
+
+
+# HTTP, with wrk and a Lua script choosing keys.
+
+
+def wrk_script(scratch: Path, name: str, keys: int) -> Path:
+    path = scratch / f"{name}.lua"
+    path.write_text(
+        f"math.randomseed({len(name)})\n"
+        "request = function()\n"
+        f'  return wrk.format("GET", string.format("/get/key:%012d", math.random(0, {keys - 1})))\n'
+        "end\n"
+    )
+    return path
+
+
+def wrk(name: str, url: str, script: Path, connections: int, floor: str | None) -> Result:
+    threads = min(2, connections)
+    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS:g}s", "--latency"]
+    out = subprocess.run(
+        [*command, "-s", str(script), url], capture_output=True, text=True, check=True
+    ).stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    assert errors is None, f"{name}: {errors.group(1)} failed requests"
+    p50, p99 = (_wrk_ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out)) for p in ("50", "99"))
+    return progress(Result(name, connections, rate, p50, p99, floor))
+
+
+def _wrk_ms(match: re.Match[str] | None) -> float:
+    assert match is not None
+    number, unit = re.fullmatch(r"([\d.]+)(\w+)", match.group(1)).groups()  # type: ignore[union-attr]
+    return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy) -> list[Result]:
+    hot, spread = wrk_script(scratch, "hot", HOT_KEYS), wrk_script(scratch, "spread", SPREAD_KEYS)
+    results = []
+    for connections in (1, 50):
+        results.append(wrk("HTTP floor (minimal Flask)", floor.url, hot, connections, None))
+        results.append(wrk("HTTP hit", proxy.url, hot, connections, "HTTP floor (minimal Flask)"))
+        results.append(wrk("HTTP miss", proxy.url, spread, connections, "HTTP hit"))
+    return results
+
+
+# RESP, with redis-benchmark against the proxy and against redis-server itself.
+
+
+def redis_benchmark(name: str, port: int, connections: int, pipeline: int, floor: str | None):
+    def run(requests_: int) -> list[str]:
+        command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
+        command += ["-n", str(requests_), "-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        return out.strip().splitlines()[-1].replace('"', "").split(",")
+
+    calibration = float(run(2_000 * pipeline)[1])
+    fields = run(max(1_000, int(calibration * SECONDS)))
+    rate, p50, p99 = float(fields[1]), float(fields[4]), float(fields[6])
+    label = f"{name}, pipelined {pipeline}" if pipeline > 1 else name
+    return progress(Result(label, connections, rate, p50, p99, floor))
+
+
+def resp_scenarios(proxy: Proxy, backing: RedisServer) -> list[Result]:
+    results = []
+    for pipeline in (1, 16):
+        for connections in (1, 50):
+            direct = "redis-server direct" + (f", pipelined {pipeline}" if pipeline > 1 else "")
+            results.append(
+                redis_benchmark("redis-server direct", backing.port, connections, pipeline, None)
+            )
+            results.append(
+                redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct)
+            )
+    return results
+
+
+# One cold key, 100 concurrent readers: how many GETs reach Redis?
+
+
+def coalescing(proxy: Proxy, backing: RedisServer) -> Result:
+    backing.client.set("cold:coalesce", VALUE)
+    before = backing.get_calls()
+    backing.client.execute_command("CLIENT", "PAUSE", "300", "ALL")  # let all 100 pile up
+    barrier = threading.Barrier(100)
+
+    def read() -> int:
+        barrier.wait()
+        return requests.get(f"{proxy.url}/get/cold:coalesce", timeout=10).status_code
+
+    codes: list[int] = []
+    threads = [threading.Thread(target=lambda: codes.append(read())) for _ in range(100)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert codes == [200] * 100, codes
+    gets = backing.get_calls() - before
+    return progress(Result("100 concurrent misses on one key", 100, gets, 0, 0, None, "GETs"))
+
+
+# Memory: the worker's RSS empty and with MEMORY_ENTRIES cached 100-byte values.
+
+
+def memory(scratch: Path, backing: RedisServer) -> Result:
+    proxy = start(
+        scratch,
+        backing,
+        "gunicorn.conf.py",
+        {**PROXY_SETTINGS, "CACHE_MAXSIZE": str(MEMORY_ENTRIES)},
+    )
+    try:
+        client = redis.Redis(port=proxy.resp_port)
+        client.mget(["key:000000000000"])  # every code path loaded before the first reading
+        empty = rss_bytes(proxy.worker_pid())
+        for start_at in range(0, MEMORY_ENTRIES, 1_000):
+            client.mget([f"key:{i:012d}" for i in range(start_at, start_at + 1_000)])
+        assert proxy.metric("proxy_cache_entries") == MEMORY_ENTRIES
+        full = rss_bytes(proxy.worker_pid())
+    finally:
+        proxy.stop()
+    key_and_value = len("key:000000000000") + len(VALUE)
+    per_entry = (full - empty) / MEMORY_ENTRIES - key_and_value
+    return progress(
+        Result("memory per cached entry", 0, per_entry, 0, 0, None, "bytes beyond key+value")
+    )
+
+
+def rss_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+if __name__ == "__main__":
+    started = time.monotonic()
+    code = main()
+    print(f"bench: done in {time.monotonic() - started:.0f} s")
+    sys.exit(code)
