@@ -135,6 +135,14 @@ def test_logs_startup_masked_hashed_access_and_rate_limited_warnings(
     assert "GET /livez" not in log
 
 
+def assert_clean_stop(proxy) -> None:
+    """The worker ran its whole shutdown (RESP, Redis connections) without an error."""
+    log = proxy.log()
+    assert "redis-cache-proxy stopped" in log
+    assert "Traceback" not in log
+    assert "Exception" not in log
+
+
 def refuses_connections(port: int) -> bool:
     try:
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
@@ -160,6 +168,7 @@ def test_sigterm_lets_an_in_flight_http_request_finish_and_exits_0(
     reader.join(10)
     assert [(r.status_code, r.content) for r in answer] == [(200, b"worth the wait")]
     assert exit_code == 0
+    assert_clean_stop(proxy)
     assert refuses_connections(proxy.port)
     assert refuses_connections(proxy.resp_port)
 
@@ -181,4 +190,5 @@ def test_sigterm_lets_an_in_flight_resp_request_finish_and_exits_0(
     reader.join(10)
     assert answer == [b"worth the wait"]
     assert exit_code == 0
+    assert_clean_stop(proxy)
     assert refuses_connections(proxy.resp_port)

@@ -6,11 +6,12 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import Connection
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -28,15 +29,39 @@ from proxy.errors import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 WARN_INTERVAL_SECONDS = 10.0
 
 
-class Backend:
-    """One backing Redis, read with GET; failures become the proxy's typed errors."""
+@contextmanager
+def redis_errors_as_typed(timeout: float) -> Iterator[None]:
+    """Turn redis-py's exceptions raised inside the block into the proxy's typed errors."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise BackendTimeout(f"Redis did not answer within {timeout:g} s") from exc
+    except AuthenticationError as exc:
+        raise BackendUnavailable("Redis rejected the proxy's credentials") from exc
+    except ConnectionError as exc:
+        raise BackendUnavailable("cannot reach Redis") from exc
+    except ResponseError as exc:
+        code = str(exc).split(" ", 1)[0]
+        if code == "WRONGTYPE":
+            raise WrongType("the key holds a non-string value; only strings can be read") from exc
+        raise BackendRejected(f"Redis refused the command ({code})") from exc
 
-    def __init__(self, url: str, timeout: float) -> None:
+
+class Backend:
+    """One backing Redis, read with GET; failures become the proxy's typed errors.
+
+    With `track_reads`, every pooled connection enables CLIENT TRACKING as it connects,
+    redirecting invalidations to the connection set by track_reads_for().
+    """
+
+    def __init__(self, url: str, timeout: float, track_reads: bool = False) -> None:
+        self.url = url
         self.timeout = timeout
+        self._redirect: int | None = None
+        tracking = {"redis_connect_func": self._connect_tracked} if track_reads else {}
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -48,37 +73,101 @@ class Backend:
             # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
             protocol=2,
             client_name="redis-cache-proxy",
+            **tracking,
         )
         self._warnings = _Warnings()
 
     def get(self, key: bytes) -> bytes | None:
         """The value stored under `key`, or None when Redis has no such key."""
         try:
-            return self._call(self._client.get, key)
+            with redis_errors_as_typed(self.timeout):
+                return self._client.get(key)
         except BackendError as exc:
             self._warnings.warn(exc)
             raise
 
     def ping(self) -> None:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""
-        self._call(self._client.ping)
+        with redis_errors_as_typed(self.timeout):
+            self._client.ping()
 
-    def _call(self, command: Callable[..., T], *args: bytes) -> T:
-        try:
-            return command(*args)
-        except TimeoutError as exc:
-            raise BackendTimeout(f"Redis did not answer within {self.timeout:g} s") from exc
-        except AuthenticationError as exc:
-            raise BackendUnavailable("Redis rejected the proxy's credentials") from exc
-        except ConnectionError as exc:
-            raise BackendUnavailable("cannot reach Redis") from exc
-        except ResponseError as exc:
-            code = str(exc).split(" ", 1)[0]
-            if code == "WRONGTYPE":
-                raise WrongType(
-                    "the key holds a non-string value; only strings can be read"
-                ) from exc
-            raise BackendRejected(f"Redis refused the command ({code})") from exc
+    def track_reads_for(self, client_id: int) -> None:
+        """Send invalidations for the keys read from now on to connection `client_id`.
+
+        Every pooled connection is dropped, so each reconnects with tracking aimed there.
+        """
+        self._redirect = client_id
+        self._client.connection_pool.disconnect()
+
+    def _connect_tracked(self, connection: Connection) -> None:
+        connection.on_connect()  # what redis-py would have done: AUTH, SELECT, SETNAME
+        if self._redirect is not None:
+            connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", self._redirect)
+            if connection.read_response() != b"OK":
+                raise ConnectionError("CLIENT TRACKING was not enabled")
+
+    def close(self) -> None:
+        """Drop every pooled connection."""
+        self._client.close()
+
+
+NOTHING = object()  # InvalidationLink.receive(): no message within the wait
+INVALIDATION_CHANNEL = b"__redis__:invalidate"
+IDLE_PING_SECONDS = 1.0
+
+
+class InvalidationLink:
+    """The connection Redis sends invalidation messages to (the tracking REDIRECT target).
+
+    RESP2 pub/sub on `__redis__:invalidate`, which works on Redis 6 and later. It PINGs when
+    idle, so a Redis that vanished without closing the socket is noticed within
+    IDLE_PING_SECONDS + REDIS_TIMEOUT.
+    """
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.timeout = timeout
+        self._pool = redis.ConnectionPool.from_url(
+            url,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
+            protocol=2,
+            client_name="redis-cache-proxy-invalidation",
+        )
+        self._connection: Connection | None = None
+        self._last_heard = 0.0
+        self._ping_sent: float | None = None
+
+    def open(self) -> int:
+        """Connect and subscribe; returns this connection's client id."""
+        with redis_errors_as_typed(self.timeout):
+            connection = self._pool.make_connection()
+            connection.connect()
+            connection.send_command("CLIENT", "ID")
+            client_id = int(connection.read_response())
+            connection.send_command("SUBSCRIBE", INVALIDATION_CHANNEL)
+            connection.read_response()
+        self._connection, self._last_heard = connection, time.monotonic()
+        return client_id
+
+    def receive(self, wait: float) -> list[bytes] | object | None:
+        """The next invalidation within `wait` seconds: changed keys, None for "everything"
+        (FLUSHALL, FLUSHDB), or NOTHING. Raises the typed error when the link is gone."""
+        assert self._connection is not None
+        now = time.monotonic()
+        with redis_errors_as_typed(self.timeout):
+            if self._connection.can_read(timeout=wait):
+                message = self._connection.read_response()
+                self._last_heard, self._ping_sent = time.monotonic(), None
+                return message[2] if message[0] == b"message" else NOTHING  # or a pong
+            if self._ping_sent is not None and now - self._ping_sent > self.timeout:
+                raise TimeoutError("the invalidation connection stopped answering PING")
+            if self._ping_sent is None and now - self._last_heard > IDLE_PING_SECONDS:
+                self._connection.send_command("PING")
+                self._ping_sent = now
+        return NOTHING
+
+    def close(self) -> None:
+        self._pool.disconnect()
 
 
 class _Warnings:
@@ -107,7 +196,3 @@ class _Warnings:
             suppressed,
             self.interval,
         )
-
-    def close(self) -> None:
-        """Drop every pooled connection."""
-        self._client.close()

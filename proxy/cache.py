@@ -13,6 +13,7 @@ Locking, in short (the README's "The cache and its lock" has the long form):
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
@@ -30,12 +31,13 @@ Fetch = Callable[[bytes], "bytes | None"]
 class _Flight:
     """One fetch in progress, shared by every miss on its key until it completes."""
 
-    __slots__ = ("_done", "_error", "_value")
+    __slots__ = ("_done", "_error", "_value", "stale")
 
     def __init__(self) -> None:
         self._done = threading.Event()
         self._value: bytes | None = None
         self._error: BaseException | None = None
+        self.stale = False  # invalidated while fetching: answer the waiters, but do not store
 
     def finish(self, value: bytes | None, error: BaseException | None) -> None:
         self._value, self._error = value, error
@@ -67,6 +69,8 @@ class CacheStats:
     evictions: int = 0  # entries dropped to make room (least recently read first)
     expirations: int = 0  # entries dropped because their TTL ran out
     fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
+    invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
+    flushes: int = 0  # "everything changed": FLUSHALL/FLUSHDB, or the invalidation link lost
 
 
 class ReadThroughCache(TTLCache):
@@ -81,6 +85,7 @@ class ReadThroughCache(TTLCache):
         self._flights: dict[bytes, _Flight] = {}
         self.stats = CacheStats()
         self._peeking = False  # set by cached_run(), under the lock
+        self._storing = True  # False while invalidations cannot reach us (see suspend())
 
     def lookup(self, key: bytes) -> tuple[bytes | None, bool]:
         """The value under `key` (None if Redis has none), and whether it was a cache hit."""
@@ -118,6 +123,43 @@ class ReadThroughCache(TTLCache):
             self.stats.lookups += len(values)
         return values
 
+    def invalidate(self, keys: list[bytes]) -> None:
+        """Forget `keys` (they changed in Redis), including values being fetched right now."""
+        with self._lock:
+            for key in keys:
+                self.stats.invalidations += 1
+                flight = self._flights.get(key)
+                if flight is not None:
+                    flight.stale = True
+                with contextlib.suppress(KeyError):  # absent, or expired (then removed anyway)
+                    del self[key]
+
+    def invalidate_all(self) -> None:
+        """Forget everything (the keyspace was flushed)."""
+        with self._lock:
+            self._forget_everything()
+
+    def suspend(self) -> None:
+        """Invalidations can no longer reach us: forget everything and stop storing, so every
+        read goes to Redis until resume()."""
+        with self._lock:
+            self._storing = False
+            self._forget_everything()
+
+    def resume(self) -> None:
+        """Invalidations flow again: store fetched values again. Fetches already in progress
+        started before tracking applied to their connection, so they are not stored."""
+        with self._lock:
+            self._storing = True
+            for flight in self._flights.values():
+                flight.stale = True
+
+    def _forget_everything(self) -> None:
+        self.stats.flushes += 1
+        self.clear()
+        for flight in self._flights.values():
+            flight.stale = True
+
     def size(self) -> int:
         """Number of live (unexpired) entries."""
         with self._lock:
@@ -138,7 +180,9 @@ class ReadThroughCache(TTLCache):
         try:
             with self._unlocked():
                 value = self._fetch(key)
-            if value is not None:  # absent keys are not cached: a later SET shows at once
+            # Absent keys are not cached (a later SET shows at once); nor is a value that was
+            # invalidated while it was being fetched.
+            if value is not None and self._storing and not flight.stale:
                 self[key] = value  # a fresh TTL, counted from now
         except BaseException as exc:
             # Waiters get this same error; nothing is stored, so the next miss asks again.

@@ -34,16 +34,13 @@ def _seconds(text: str) -> float:
     return value
 
 
-def _log_level(text: str) -> str:
-    if text.lower() not in LOG_LEVELS:
-        raise ValueError(text)
-    return text.lower()
+def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text.lower() not in choices:
+            raise ValueError(text)
+        return text.lower()
 
-
-def _access_log(text: str) -> str:
-    if text.lower() not in ACCESS_LOGS:
-        raise ValueError(text)
-    return text.lower()
+    return parse
 
 
 def _host(text: str) -> str:
@@ -68,6 +65,10 @@ class _Var:
     default: str
     expected: str
     parse: Callable[[str], Any]
+
+
+def _choice(env: str, default: str, choices: tuple[str, ...]) -> _Var:
+    return _Var(env, default, "one of " + ", ".join(choices), _one_of(choices))
 
 
 # One row per setting: the table is the interface (README "Configuration" repeats it).
@@ -95,8 +96,13 @@ _VARS: dict[str, _Var] = {
     "keepalive_timeout": _Var(
         "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
-    "log_level": _Var("LOG_LEVEL", "info", "one of " + ", ".join(LOG_LEVELS), _log_level),
-    "access_log": _Var("ACCESS_LOG", "hashed", "one of " + ", ".join(ACCESS_LOGS), _access_log),
+    "log_level": _Var("LOG_LEVEL", "info", "one of " + ", ".join(LOG_LEVELS), _one_of(LOG_LEVELS)),
+    "access_log": _Var(
+        "ACCESS_LOG", "hashed", "one of " + ", ".join(ACCESS_LOGS), _one_of(ACCESS_LOGS)
+    ),
+    "cache_invalidation": _Var(
+        "CACHE_INVALIDATION", "none", "none or tracking", _one_of(("none", "tracking"))
+    ),
     "graceful_timeout": _Var(
         "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
@@ -119,6 +125,7 @@ class Settings:
     keepalive_timeout: int
     log_level: str
     access_log: str
+    cache_invalidation: str
     graceful_timeout: int
 
     @classmethod

@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Iterator
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -21,6 +21,9 @@ from prometheus_client.core import (
 )
 
 from proxy.cache import ReadThroughCache
+
+if TYPE_CHECKING:
+    from proxy.invalidation import Invalidator
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 LATENCY_BUCKETS += (0.5, 1.0, 2.5, 5.0, 10.0)
@@ -102,8 +105,9 @@ class ConnectionCounts(Protocol):
 class Metrics:
     """The /metrics endpoint's view of one worker."""
 
-    def __init__(self, cache: ReadThroughCache) -> None:
+    def __init__(self, cache: ReadThroughCache, invalidator: Invalidator | None = None) -> None:
         self.cache = cache
+        self.invalidator = invalidator
         self.requests: dict[str, Recorder] = {"http": PerThreadStats(), "resp": RequestStats()}
         self.connections: dict[str, ConnectionCounts] = {}
         self.registry = CollectorRegistry()
@@ -154,6 +158,21 @@ class Metrics:
         yield CounterMetricFamily("proxy_cache_expirations", "TTL expirations", stats.expirations)
         yield GaugeMetricFamily("proxy_cache_entries", "Keys in the cache", self.cache.size())
         yield GaugeMetricFamily("proxy_cache_capacity", "CACHE_MAXSIZE", self.cache.maxsize)
+        yield CounterMetricFamily(
+            "proxy_cache_invalidations", "Keys Redis said changed", stats.invalidations
+        )
+        yield CounterMetricFamily(
+            "proxy_cache_flushes", "Whole-cache clears (FLUSHALL, link lost)", stats.flushes
+        )
+        if self.invalidator is not None:
+            yield GaugeMetricFamily(
+                "proxy_invalidation_link_up",
+                "1 while the CLIENT TRACKING invalidation connection is up",
+                int(self.invalidator.connected),
+            )
+            yield CounterMetricFamily(
+                "proxy_invalidation_link_drops", "Invalidation links lost", self.invalidator.drops
+            )
 
     def _clients(self) -> Iterator[Metric]:
         connected = GaugeMetricFamily(

@@ -13,6 +13,7 @@ from typing import Protocol
 from proxy.backend import Backend
 from proxy.cache import ReadThroughCache
 from proxy.config import Settings
+from proxy.invalidation import Invalidator
 from proxy.metrics import ConnectionCounts, Metrics
 from proxy.resp import RespServer, start_resp_server
 
@@ -37,18 +38,24 @@ class Runtime:
     backend: BackingStore
     cache: ReadThroughCache
     metrics: Metrics
+    invalidator: Invalidator | None = None
     resp: RespServer | None = None
 
     @classmethod
     def build(cls, settings: Settings, backend: BackingStore | None = None) -> Runtime:
-        backend = backend or Backend(settings.redis_url, settings.redis_timeout)
+        tracking = settings.cache_invalidation == "tracking"
+        backend = backend or Backend(settings.redis_url, settings.redis_timeout, tracking)
         cache = ReadThroughCache(settings.cache_maxsize, settings.cache_ttl, backend.get)
-        return cls(settings, backend, cache, Metrics(cache))
+        invalidator = Invalidator(cache, backend) if tracking else None  # type: ignore[arg-type]
+        metrics = Metrics(cache, invalidator)
+        return cls(settings, backend, cache, metrics, invalidator)
 
     def start(self, http: ConnectionCounts) -> None:
         """Inside the worker: watch the HTTP front end and start the RESP one."""
         log.info("redis-cache-proxy starting: %s", self.settings.describe())
         self.metrics.watch_connections("http", http)
+        if self.invalidator is not None:
+            self.invalidator.start()
         self.resp = start_resp_server(self.settings, self.cache, self.metrics.requests["resp"])
         if self.resp is not None:
             self.metrics.watch_connections("resp", self.resp)
@@ -62,5 +69,7 @@ class Runtime:
         """After HTTP has drained: let RESP requests finish, then close RESP and Redis."""
         if self.resp is not None:
             self.resp.stop(timeout)
+        if self.invalidator is not None:
+            self.invalidator.stop()
         self.backend.close()
         log.info("redis-cache-proxy stopped")

@@ -273,3 +273,64 @@ def test_concurrent_readers_keep_capacity_and_values_correct(maxsize: int) -> No
         thread.join(DEADLINE * 4)
     assert wrong == []
     assert cache.size() <= maxsize
+
+
+def test_invalidated_key_is_fetched_again() -> None:
+    redis = FakeRedis({b"k": b"old"})
+    cache = make_cache(redis)
+    read(cache, b"k")
+    redis.data[b"k"] = b"new"
+    cache.invalidate([b"k", b"never-cached"])
+    assert read(cache, b"k") == b"new"
+    assert cache.stats.invalidations == 2
+
+
+def test_invalidation_during_a_fetch_answers_but_does_not_store() -> None:
+    fetch = BlockingFetch(b"stale")
+    cache = make_cache(fetch)
+    reader = threading.Thread(target=read, args=(cache, b"k"))
+    reader.start()
+    assert fetch.started.wait(DEADLINE)
+    cache.invalidate([b"k"])  # Redis changed the key while our GET was on the wire
+    fetch.release.set()
+    reader.join(DEADLINE)
+    fetch.result = b"fresh"
+    assert read(cache, b"k") == b"fresh"
+    assert fetch.calls == 2
+
+
+def test_invalidate_all_empties_the_cache() -> None:
+    cache = make_cache(FakeRedis({b"a": b"A", b"b": b"B"}))
+    read(cache, b"a")
+    read(cache, b"b")
+    cache.invalidate_all()
+    assert cache.size() == 0
+    assert cache.stats.flushes == 1
+
+
+def test_suspended_cache_reads_through_and_stores_nothing_until_resumed() -> None:
+    redis = FakeRedis({b"k": b"v"})
+    cache = make_cache(redis)
+    read(cache, b"k")
+    cache.suspend()
+    assert cache.size() == 0
+    assert [read(cache, b"k") for _ in range(3)] == [b"v"] * 3
+    assert redis.calls[b"k"] == 4
+    cache.resume()
+    read(cache, b"k")
+    read(cache, b"k")
+    assert redis.calls[b"k"] == 5
+
+
+def test_fetch_started_before_resume_is_not_stored() -> None:
+    fetch = BlockingFetch(b"untracked")
+    cache = make_cache(fetch)
+    cache.suspend()
+    reader = threading.Thread(target=read, args=(cache, b"k"))
+    reader.start()
+    assert fetch.started.wait(DEADLINE)
+    cache.resume()  # tracking now applies to new reads, not to the one on the wire
+    fetch.release.set()
+    reader.join(DEADLINE)
+    read(cache, b"k")
+    assert fetch.calls == 2

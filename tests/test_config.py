@@ -27,6 +27,7 @@ def test_defaults_when_nothing_is_set() -> None:
         keepalive_timeout=5,
         log_level="info",
         access_log="hashed",
+        cache_invalidation="none",
         graceful_timeout=10,
     )
 
@@ -84,6 +85,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("LOG_LEVEL", "verbose"),
         ("ACCESS_LOG", "everything"),
         ("GRACEFUL_TIMEOUT", "0"),
+        ("CACHE_INVALIDATION", "bcast"),
     ],
 )
 def test_invalid_value_names_variable_value_and_expectation(variable: str, value: str) -> None:
