@@ -14,7 +14,7 @@ from proxy import resp_codec as wire
 from proxy.errors import WrongType
 
 if TYPE_CHECKING:
-    from proxy.resp import Connection
+    from proxy.resp_connection import Connection
 
 SERVER_NAME = b"redis-cache-proxy"
 SERVER_VERSION = b"0.1.0"

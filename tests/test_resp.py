@@ -16,6 +16,7 @@ from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 from proxy import errors
 from proxy.cache import ReadThroughCache
 from proxy.resp import RespServer
+from proxy.resp_connection import ERROR_MAP
 
 DEADLINE = 5.0
 DATA = {b"k": b"v", b"big": b"x" * 5_000_000, b"list": errors.WrongType("not a string")}
@@ -312,3 +313,11 @@ def test_fuzzed_frames_never_break_the_server(server, frame: bytes) -> None:
         pass
     raw.sock.close()
     Raw(server.port).send(b"PING\r\n").expect(b"+PONG\r\n")
+
+
+def test_every_proxy_error_has_a_resp_error_line() -> None:
+    pending = list(errors.ProxyError.__subclasses__())
+    while pending:
+        cls = pending.pop()
+        pending += cls.__subclasses__()
+        assert any(base in ERROR_MAP for base in cls.__mro__), cls
