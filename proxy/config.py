@@ -96,13 +96,9 @@ _VARS: dict[str, _Var] = {
     "keepalive_timeout": _Var(
         "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
-    "log_level": _Var("LOG_LEVEL", "info", "one of " + ", ".join(LOG_LEVELS), _one_of(LOG_LEVELS)),
-    "access_log": _Var(
-        "ACCESS_LOG", "hashed", "one of " + ", ".join(ACCESS_LOGS), _one_of(ACCESS_LOGS)
-    ),
-    "cache_invalidation": _Var(
-        "CACHE_INVALIDATION", "none", "none or tracking", _one_of(("none", "tracking"))
-    ),
+    "log_level": _choice("LOG_LEVEL", "info", LOG_LEVELS),
+    "access_log": _choice("ACCESS_LOG", "hashed", ACCESS_LOGS),
+    "cache_invalidation": _choice("CACHE_INVALIDATION", "none", ("none", "tracking")),
     "graceful_timeout": _Var(
         "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
