@@ -95,7 +95,11 @@ class RedisServer:
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        poll(self._answers, START_DEADLINE, f"redis-server on port {self.port}")
+        try:
+            poll(self._answers, START_DEADLINE, f"redis-server on port {self.port}")
+        except BaseException:
+            self.stop()  # never leave a half-started server behind
+            raise
         return self
 
     def _answers(self) -> bool:
@@ -140,7 +144,11 @@ class Proxy:
 
     def start(self) -> Proxy:
         self.process = self.spawn()
-        poll(self._answers, START_DEADLINE, f"the proxy on port {self.port}")
+        try:
+            poll(self._answers, START_DEADLINE, f"the proxy on port {self.port}")
+        except BaseException:
+            self.stop()  # never leave a half-started proxy behind
+            raise
         return self
 
     def spawn(self) -> subprocess.Popen[bytes]:
