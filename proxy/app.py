@@ -24,7 +24,7 @@ from proxy.errors import (
     WrongType,
 )
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from proxy.metrics import Recorder
+from proxy.metrics import Recorder, read_outcome
 from proxy.runtime import BackingStore, Runtime
 
 if TYPE_CHECKING:
@@ -119,10 +119,9 @@ def create_app(settings: Settings | None = None, backend: BackingStore | None = 
         environ[OUTCOME] = "error"  # until the lookup says otherwise
         key = environ[KEY] = key_from_uri(environ.get("RAW_URI") or environ.get("REQUEST_URI", ""))
         value, hit = runtime.cache.lookup(key)
+        environ[OUTCOME] = read_outcome(value, hit)
         if value is None:
-            environ[OUTCOME] = "not_found"
             return _error_body(404, "not_found", "no such key in Redis")
-        environ[OUTCOME] = "hit" if hit else "miss"
         return Response(value, content_type="application/octet-stream")
 
     @app.get("/livez")

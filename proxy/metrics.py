@@ -31,6 +31,13 @@ OUTCOMES = ("hit", "miss", "not_found", "error")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def read_outcome(value: bytes | None, hit: bool) -> str:
+    """The outcome label of one read, from what ReadThroughCache.lookup() returned."""
+    if value is None:
+        return "not_found"
+    return "hit" if hit else "miss"
+
+
 class RequestStats:
     """Read requests by outcome and a latency histogram, written by ONE thread only.
 

@@ -64,7 +64,6 @@ class RespServer:
         self.stats = stats or RequestStats()
         self.host, self.port = host, port
         self.max_parallel, self.max_connections = max_parallel, max_connections
-        self.clients = 0
         self.refused = 0
         self.in_flight = 0  # misses being fetched in the pool
         self.ids = itertools.count(1)
@@ -76,6 +75,11 @@ class RespServer:
         self._thread = threading.Thread(target=self._serve, name="resp-loop", daemon=True)
         self._started = threading.Event()
         self._start_error: BaseException | None = None
+
+    @property
+    def clients(self) -> int:
+        """Connected RESP clients (for the limit and for metrics)."""
+        return len(self.connections)
 
     def start(self) -> RespServer:
         """Listen and serve in the background; raises if the port cannot be bound."""

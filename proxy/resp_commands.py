@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from proxy import resp_codec as wire
 from proxy.errors import WrongType
+from proxy.metrics import read_outcome
 
 if TYPE_CHECKING:
     from proxy.resp_connection import Connection
@@ -51,8 +52,7 @@ def get(conn: Connection, args: list[bytes]) -> None:
 
     def render(found: tuple[bytes | None, bool]) -> tuple[bytes, str]:
         value, hit = found
-        outcome = "not_found" if value is None else "hit" if hit else "miss"
-        return wire.bulk_or_null(value, protocol), outcome
+        return wire.bulk_or_null(value, protocol), read_outcome(value, hit)
 
     conn.fetch(lambda: conn.cache.lookup(key), render)
 

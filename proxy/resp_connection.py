@@ -82,13 +82,11 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
-        self.server.clients += 1
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.queue.clear()
-        self.server.clients -= 1
         self.server.connections.discard(self)
 
     def eof_received(self) -> bool:
@@ -135,7 +133,7 @@ class Connection(asyncio.Protocol):
         value = None if key is None else self.cache.cached(key)
         if value is None:
             return False
-        self.transport.write(b"$%d\r\n%s\r\n" % (len(value), value))
+        self.transport.write(wire.bulk(value))
         server.stats.record("hit", time.perf_counter() - started)
         return True
 
@@ -152,7 +150,7 @@ class Connection(asyncio.Protocol):
             if hits:
                 for value in hits:
                     queue.popleft()
-                    replies.append(b"$%d\r\n%s\r\n" % (len(value), value))
+                    replies.append(wire.bulk(value))
                 server.stats.record("hit", time.perf_counter() - started, len(hits))
                 continue
             reply = self.execute(queue.popleft())
@@ -160,11 +158,10 @@ class Connection(asyncio.Protocol):
                 replies.append(reply)
         if replies:
             self.transport.write(b"".join(replies))
-        if self.fatal and not (self.queue or self.fetching or self.closed):
-            self.transport.write(self.fatal)
-            self.transport.close()
-            self.closed = True
-        elif self.quitting and not (self.queue or self.fetching or self.closed):
+        finished = not (self.queue or self.fetching or self.closed)
+        if finished and (self.fatal or self.quitting):
+            if self.fatal:
+                self.transport.write(self.fatal)
             self.transport.close()
             self.closed = True
         elif not self.reading and len(self.queue) < MAX_QUEUED_COMMANDS // 2:
