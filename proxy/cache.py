@@ -101,8 +101,15 @@ class ReadThroughCache(TTLCache):
 
         Never fetches, so an event loop can call it; on None, call lookup() off the loop.
         """
-        values = self.cached_run([key])
-        return values[0] if values else None
+        with self._lock:
+            self._peeking = True
+            try:
+                value = self[key]
+            finally:
+                self._peeking = False
+            if value is not None:
+                self.stats.lookups += 1
+        return value
 
     def cached_run(self, keys: list[bytes]) -> list[bytes]:
         """The values of the leading `keys` that are hits, up to the first that is not.

@@ -17,6 +17,9 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import cast
+
+import uvloop
 
 from proxy import resp_codec as wire
 from proxy.cache import ReadThroughCache
@@ -70,7 +73,9 @@ class RespServer:
         self.connections: set[Connection] = set()
         self._waiting: deque[Connection] = deque()  # connections waiting for a free slot
         self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="resp-miss")
-        self._loop = asyncio.new_event_loop()
+        # uvloop: libuv's C event loop. Measured with redis-benchmark (README, Performance):
+        # ~1.5x the unpipelined GETs of asyncio's own loop, same code, back-to-back runs.
+        self._loop = uvloop.new_event_loop()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._serve, name="resp-loop", daemon=True)
         self._started = threading.Event()
@@ -161,7 +166,7 @@ class _Refused(asyncio.Protocol):
     """A client past MAX_CONNECTIONS: Redis's own error, then close once it has read it."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's, not a subclass: no isinstance
         transport.write(MAX_CLIENTS_REPLY)
         transport.write_eof()  # FIN after the error; its request is read and discarded
         asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, transport.close)

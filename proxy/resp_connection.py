@@ -1,7 +1,8 @@
 """One RESP client connection: parses its requests, answers them in order, tracks its protocol.
 
-Hits are answered on the event loop (a lone GET frame, or runs of pipelined GETs under one
-cache-lock acquisition); everything that needs Redis goes through its RespServer's miss pool.
+Hits are answered on the event loop (runs of pipelined GETs under one cache-lock acquisition;
+a frame of nothing but GETs without the general parser at all); everything that needs Redis
+goes through its RespServer's miss pool.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, TypeVar, cast
 
 from proxy import resp_codec as wire
 from proxy.errors import (
@@ -34,6 +35,7 @@ T = TypeVar("T")
 
 MAX_GET_RUN = 64  # pipelined GETs looked up under one cache-lock acquisition
 MAX_QUEUED_COMMANDS = 1024  # parsed but unanswered, per connection; then stop reading
+GET = b"GET"
 
 # The error map: a typed error -> the RESP error line. `{}` is the error's own message.
 ERROR_MAP: dict[type[ProxyError], str] = {
@@ -80,8 +82,7 @@ class Connection(asyncio.Protocol):
         self.fatal: bytes | None = None  # a protocol error to send once earlier replies are out
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -103,7 +104,7 @@ class Connection(asyncio.Protocol):
         self.process()
 
     def data_received(self, data: bytes) -> None:
-        if self._answer_lone_get(data):
+        if self._answer_gets(data):
             return
         try:
             self.queue.extend(self.parser.feed(data))
@@ -120,22 +121,34 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
         self.process()
 
-    def _answer_lone_get(self, data: bytes) -> bool:
-        """Answer a lone GET hit on an idle connection at once; False leaves it to the
-        general path (anything else, a miss, or a busy connection)."""
+    def _answer_gets(self, data: bytes) -> bool:
+        """Answer a frame of nothing but GETs on an idle connection: hits at once, the rest
+        queued. False leaves the frame to the general path (anything else, a busy connection)."""
         server = self.server
         if self.queue or self.fetching or self.closed or not self.parser.empty:
             return False
         if not self.can_write or server.in_flight >= server.max_parallel:
             return False
         started = time.perf_counter()
-        key = wire.lone_get_key(data)
-        value = None if key is None else self.cache.cached(key)
-        if value is None:
+        keys = wire.get_keys(data)
+        if keys is None or len(keys) > MAX_GET_RUN:  # bounds the time the cache lock is held
             return False
-        self.transport.write(wire.bulk(value))
-        server.stats.record("hit", time.perf_counter() - started)
+        replies, hits = self._leading_hits(keys)
+        if hits:
+            self.transport.write(replies)
+            server.stats.record("hit", time.perf_counter() - started, hits)
+        if hits < len(keys):  # a miss: it and what follows take the general path
+            self.queue.extend([GET, key] for key in keys[hits:])
+            self.process()
         return True
+
+    def _leading_hits(self, keys: list[bytes]) -> tuple[bytes, int]:
+        """The replies to the leading `keys` that are cache hits, and how many there are."""
+        if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
+            value = self.cache.cached(keys[0])
+            return (b"", 0) if value is None else (wire.bulk(value), 1)
+        values = self.cache.cached_run(keys)
+        return wire.bulks(values), len(values)
 
     def process(self) -> None:
         """Answer queued commands until one must wait (a miss, no free slot, full buffers)."""
@@ -146,12 +159,12 @@ class Connection(asyncio.Protocol):
                 server.wait_for_slot(self)
                 break
             started = time.perf_counter()
-            hits = self.cache.cached_run(leading_get_keys(queue))  # the hot path
+            answered, hits = self._leading_hits(leading_get_keys(queue))
             if hits:
-                for value in hits:
+                for _ in range(hits):
                     queue.popleft()
-                    replies.append(wire.bulk(value))
-                server.stats.record("hit", time.perf_counter() - started, len(hits))
+                replies.append(answered)
+                server.stats.record("hit", time.perf_counter() - started, hits)
                 continue
             reply = self.execute(queue.popleft())
             if reply is not None:

@@ -250,6 +250,7 @@ def test_cached_run_returns_hits_up_to_the_first_miss_without_fetching() -> None
     read(cache, b"c")
     assert cache.cached_run([b"a", b"c", b"b", b"a"]) == [b"A", b"C"]
     assert cache.cached(b"b") is None
+    assert cache.cached(b"c") == b"C"
     assert redis.calls == {b"a": 1, b"c": 1}
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
 from proxy import errors
+from proxy import resp_codec as wire
 from proxy.cache import ReadThroughCache
 from proxy.resp import RespServer
 from proxy.resp_connection import ERROR_MAP
@@ -197,6 +198,16 @@ def test_a_thousand_pipelined_commands_answer_in_order(server) -> None:
         for i in range(1000)
     )
     Raw(server.port).send(request_).expect(expected)
+
+
+def test_a_pipelined_run_of_gets_answers_hits_and_misses_in_order(server, fetch) -> None:
+    raw = Raw(server.port)
+    raw.send(wire.request([b"GET", b"k"])).expect(b"$1\r\nv\r\n")  # now cached
+    keys = [b"k", b"k", b"f1", b"k", b"absent", b"f2", b"k"]
+    raw.send(b"".join(wire.request([b"GET", key]) for key in keys))
+    raw.expect(b"$1\r\nv\r\n" * 2 + b"$10\r\nfetched:f1\r\n$1\r\nv\r\n$-1\r\n")
+    raw.expect(b"$10\r\nfetched:f2\r\n$1\r\nv\r\n")
+    assert fetch.calls == 4  # k once, f1, absent, f2: the hits never reached the backend
 
 
 @pytest.mark.parametrize(

@@ -137,20 +137,45 @@ def test_error_replies_never_contain_line_breaks() -> None:
     assert wire.error("ERR bad\r\nthing") == b"-ERR bad  thing\r\n"
 
 
+GET_K = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+
+
 @pytest.mark.parametrize(
-    ("data", "key"),
+    ("data", "keys"),
     [
-        (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", b"key"),
-        (b"*2\r\n$3\r\nget\r\n$0\r\n\r\n", b""),
-        (b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n", b"a\r\nb"),
-        (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\nPING\r\n", None),  # more than one command
-        (b"*2\r\n$3\r\nGET\r\n$3\r\nke", None),  # incomplete
+        (b"*2\r\n$3\r\nGET\r\n$3\r\nkey\r\n", [b"key"]),
+        (b"*2\r\n$3\r\nget\r\n$0\r\n\r\n", [b""]),
+        (GET_K * 3 + b"*2\r\n$3\r\nGet\r\n$2\r\nk2\r\n", [b"k", b"k", b"k", b"k2"]),
+        (b"*2\r\n$3\r\nGET\r\n$4\r\na\r\nb\r\n", None),  # CRLF in a key: the careful way
+        (GET_K + b"*1\r\n$4\r\nPING\r\n", None),  # not only GETs
+        (GET_K + b"PING\r\n", None),
+        (GET_K + b"*2\r\n$3\r\nGET\r\n$3\r\nke", None),  # incomplete
         (b"*2\r\n$3\r\nSET\r\n$3\r\nkey\r\n", None),
         (b"*2\r\n$3\r\nGET\r\n$+3\r\nkey\r\n", None),
+        (GET_K + b"*2\r\n$3\r\nGET\r\n$03\r\nkey\r\n", None),
+        (b"*3\r\n$3\r\nGET\r\n$1\r\nk\r\n$1\r\nk\r\n", None),
         (b"GET key\r\n", None),
+        (b"", None),
     ],
 )
-def test_lone_get_key_recognises_exactly_one_get_command(data: bytes, key: bytes | None) -> None:
-    assert wire.lone_get_key(data) == key
-    if key is not None:
-        assert wire.RequestParser().feed(data) == [[data[8:11], key]]
+def test_get_keys_recognises_frames_of_nothing_but_get_commands(
+    data: bytes, keys: list[bytes] | None
+) -> None:
+    assert wire.get_keys(data) == keys
+    if keys is not None:
+        assert [key for _, key in wire.RequestParser().feed(data)] == keys
+
+
+@settings(max_examples=1000, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from([b"GET", b"get", b"GET", b"MGET"]), st.binary(max_size=12))),
+    st.integers(0, 400),
+    st.binary(max_size=3),
+)
+def test_get_keys_never_disagrees_with_the_parser(commands, where, garbage) -> None:
+    data = bytearray(b"".join(wire.request(list(command)) for command in commands))
+    data[where : where + len(garbage)] = garbage
+    keys = wire.get_keys(bytes(data))
+    if keys is not None:  # the fast path claims it: the careful parser must read the same
+        parsed = wire.RequestParser().feed(bytes(data))
+        assert [[name.upper(), key] for name, key in parsed] == [[b"GET", key] for key in keys]
