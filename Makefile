@@ -9,6 +9,7 @@ COMPOSE ?= docker compose
 
 .PHONY: venv run test lint format bench clean
 BENCH_SECONDS ?= 8
+BENCH_ROUNDS ?= 4
 
 venv: $(VENV)/.installed
 
@@ -34,7 +35,7 @@ endif
 
 # Needs wrk and redis-benchmark (Debian: apt-get install wrk redis-tools). Local processes only.
 bench: venv $(VENV)/.bench
-	BENCH_SECONDS=$(BENCH_SECONDS) $(BIN)/python -m bench.run
+	BENCH_SECONDS=$(BENCH_SECONDS) BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python -m bench.run
 
 $(VENV)/.bench: requirements-bench.txt
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-bench.txt

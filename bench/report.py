@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ class Result:
     p99_ms: float
     floor: str | None
     unit: str = "req/s"
+    rounds: tuple[float, ...] = ()  # the throughput of each interleaved round
 
     @property
     def timed(self) -> bool:
@@ -46,10 +48,19 @@ def find(results: list[Result], name: str, connections: int) -> Result:
     return next(r for r in results if r.name == name and r.connections == connections)
 
 
-def ratio_to_floor(results: list[Result], result: Result) -> float | None:
+def round_ratios(results: list[Result], result: Result) -> list[float]:
+    """Round by round, this result's throughput over its floor's, measured moments apart."""
     if result.floor is None:
-        return None
-    return result.value / find(results, result.floor, result.connections).value
+        return []
+    floor = find(results, result.floor, result.connections)
+    return [mine / theirs for mine, theirs in zip(result.rounds, floor.rounds, strict=True)]
+
+
+def ratio_to_floor(results: list[Result], result: Result) -> float | None:
+    """The median of the round-by-round ratios: pairs taken side by side cancel the
+    machine's slow drifts, which a ratio of two separate medians would not."""
+    ratios = round_ratios(results, result)
+    return statistics.median(ratios) if ratios else None
 
 
 def _ratio(name: str, connections: int = 50) -> Callable[[list[Result]], float]:
@@ -97,35 +108,36 @@ TARGETS = [
 ]
 
 
-def write_report(
-    results: list[Result], out: Path, settings: dict[str, str], seconds: float
-) -> None:
+def write_report(results: list[Result], out: Path, settings: dict[str, str], method: str) -> None:
+    """Print the Markdown report and write it and the chart to `out`; `method` says how
+    the timed scenarios were run."""
     out.mkdir(parents=True, exist_ok=True)
-    text = markdown(results, settings, seconds)
+    text = markdown(results, settings, method)
     (out / "results.md").write_text(text)
     print("\n" + text)
     chart(results, out / "results.png")
     print(f"bench: wrote {out / 'results.md'} and {out / 'results.png'}")
 
 
-def markdown(results: list[Result], settings: dict[str, str], seconds: float) -> str:
+def markdown(results: list[Result], settings: dict[str, str], method: str) -> str:
     lines = [
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.node()} "
-        f"({platform.machine()}, Python {platform.python_version()}), {seconds:g} s per "
-        "scenario, load generator on the same machine. Settings: "
+        f"({platform.machine()}, Python {platform.python_version()}), {method}, "
+        "load generator on the same machine. Settings: "
         + ", ".join(f"`{k}={v}`" for k, v in settings.items())
         + ".",
         "",
-        "| scenario | conn | throughput | p50 | p99 | compared with | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| scenario | conn | throughput | p50 | p99 | compared with | ratio | ratio by round |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         ratio = ratio_to_floor(results, r)
         shown = f"{r.value:,.0f} {r.unit}"
         latency = (f"{r.p50_ms:.2f} ms", f"{r.p99_ms:.2f} ms") if r.timed else ("", "")
+        by_round = ", ".join(f"{x:.2f}" for x in round_ratios(results, r))
         lines.append(
             f"| {r.name} | {r.connections or ''} | {shown} | {latency[0]} | {latency[1]} "
-            f"| {r.floor or ''} | {f'{ratio:.2f}×' if ratio is not None else ''} |"
+            f"| {r.floor or ''} | {f'{ratio:.2f}×' if ratio is not None else ''} | {by_round} |"
         )
     lines += ["", "| target | measured | met |", "|---|---|---|"]
     for target in TARGETS:

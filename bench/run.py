@@ -3,11 +3,16 @@
 Starts its own Redis, the proxy (the production command) and the floor app (the same Gunicorn
 settings), seeds and warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a
 progress line per scenario and writes bench/results.md and bench/results.png.
-Environment: BENCH_SECONDS (per timed scenario, default 8), BENCH_OUT (default bench).
+Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, and each
+keeps its median round: a slow spell of this noisy machine then hits the proxy and its floor
+alike instead of whichever happened to run during it.
+Environment: BENCH_SECONDS (per timed scenario, default 8), BENCH_ROUNDS (default 4),
+BENCH_OUT (default bench).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -16,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import redis
@@ -25,6 +31,8 @@ from bench.report import Result, write_report
 from e2e.servers import Proxy, RedisServer, free_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
+ROUND_SECONDS = max(1, round(SECONDS / ROUNDS))  # wrk takes whole seconds
 OUT = Path(os.environ.get("BENCH_OUT", "bench"))
 VALUE = b"v" * 100
 HOT_KEYS = 1_000  # redis-benchmark's -r keyspace: key:000000000000 ...
@@ -48,10 +56,14 @@ def main() -> int:
                 f"bench: {tool} is missing; install Debian's wrk and redis-tools", file=sys.stderr
             )
             return 2
-    print(f"bench: {SECONDS:g} s per timed scenario; proxy settings: {PROXY_SETTINGS}")
+    print(
+        f"bench: {ROUNDS} interleaved rounds of {ROUND_SECONDS} s per timed scenario; "
+        f"proxy settings: {PROXY_SETTINGS}"
+    )
     with tempfile.TemporaryDirectory() as scratch:
         results = run_all(Path(scratch))
-    write_report(results, OUT, PROXY_SETTINGS, SECONDS)
+    method = f"{ROUNDS} interleaved rounds of {ROUND_SECONDS} s per scenario"
+    write_report(results, OUT, PROXY_SETTINGS, method)
     return 0
 
 
@@ -96,9 +108,30 @@ def warm(proxy: Proxy) -> None:
         client.mget([f"key:{i:012d}" for i in range(start_at, start_at + 500)])
 
 
-def progress(result: Result) -> Result:
-    print(f"  {result.describe()}", flush=True)
+def progress(result: Result, prefix: str = "") -> Result:
+    print(f"  {prefix}{result.describe()}", flush=True)
     return result
+
+
+Measure = Callable[[int], Result]  # runs one scenario for the given seconds
+
+
+def interleaved(measures: list[Measure], before_round: Callable[[], None]) -> list[Result]:
+    """Each measure once per round, in turn. Each keeps its median round (by throughput) and
+    every round's throughput, from which the report takes round-by-round ratios."""
+    rounds: list[list[Result]] = []
+    for number in range(1, ROUNDS + 1):
+        before_round()
+        rounds.append(
+            [progress(measure(ROUND_SECONDS), f"round {number}/{ROUNDS}: ") for measure in measures]
+        )
+    return [progress(median(list(runs)), "median: ") for runs in zip(*rounds, strict=True)]
+
+
+def median(runs: list[Result]) -> Result:
+    by_rate = sorted(runs, key=lambda run: run.value)
+    middle = by_rate[(len(by_rate) - 1) // 2]
+    return dataclasses.replace(middle, rounds=tuple(run.value for run in runs))
 
 
 # HTTP, with wrk and a Lua script choosing keys.
@@ -115,17 +148,21 @@ def wrk_script(scratch: Path, name: str, keys: int) -> Path:
     return path
 
 
-def wrk(name: str, url: str, script: Path, connections: int, floor: str | None) -> Result:
-    threads = min(2, connections)
-    command = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{SECONDS:g}s", "--latency"]
-    out = subprocess.run(
-        [*command, "-s", str(script), url], capture_output=True, text=True, check=True
-    ).stdout
-    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    assert errors is None, f"{name}: {errors.group(1)} failed requests"
-    p50, p99 = (_wrk_ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out)) for p in ("50", "99"))
-    return progress(Result(name, connections, rate, p50, p99, floor))
+def wrk(name: str, url: str, script: Path, connections: int, floor: str | None) -> Measure:
+    command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", "--latency"]
+    command += ["-s", str(script)]
+
+    def measure(seconds: int) -> Result:
+        out = subprocess.run(
+            [*command, f"-d{seconds}s", url], capture_output=True, text=True, check=True
+        ).stdout
+        rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+        errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        assert errors is None, f"{name}: {errors.group(1)} failed requests"
+        p50, p99 = (_wrk_ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out)) for p in ("50", "99"))
+        return Result(name, connections, rate, p50, p99, floor)
+
+    return measure
 
 
 def _wrk_ms(match: re.Match[str] | None) -> float:
@@ -138,27 +175,42 @@ def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy) -> list[Result]:
     hot, spread = wrk_script(scratch, "hot", HOT_KEYS), wrk_script(scratch, "spread", SPREAD_KEYS)
     results = []
     for connections in (1, 50):
-        results.append(wrk("HTTP floor (minimal Flask)", floor.url, hot, connections, None))
-        results.append(wrk("HTTP hit", proxy.url, hot, connections, "HTTP floor (minimal Flask)"))
-        results.append(wrk("HTTP miss", proxy.url, spread, connections, "HTTP hit"))
+        measures = [
+            wrk("HTTP floor (minimal Flask)", floor.url, hot, connections, None),
+            wrk("HTTP hit", proxy.url, hot, connections, "HTTP floor (minimal Flask)"),
+            wrk("HTTP miss", proxy.url, spread, connections, "HTTP hit"),
+        ]
+        results += interleaved(measures, lambda: warm(proxy))  # misses evict the hot keys
     return results
 
 
 # RESP, with redis-benchmark against the proxy and against redis-server itself.
 
 
-def redis_benchmark(name: str, port: int, connections: int, pipeline: int, floor: str | None):
+def redis_benchmark(
+    name: str, port: int, connections: int, pipeline: int, floor: str | None
+) -> Measure:
+    command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
+    command += ["-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
+    label = f"{name}, pipelined {pipeline}" if pipeline > 1 else name
+
     def run(requests_: int) -> list[str]:
-        command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
-        command += ["-n", str(requests_), "-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
-        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [*command, "-n", str(requests_)], capture_output=True, text=True, check=True
+        ).stdout
         return out.strip().splitlines()[-1].replace('"', "").split(",")
 
-    calibration = float(run(2_000 * pipeline)[1])
-    fields = run(max(1_000, int(calibration * SECONDS)))
-    rate, p50, p99 = float(fields[1]), float(fields[4]), float(fields[6])
-    label = f"{name}, pipelined {pipeline}" if pipeline > 1 else name
-    return progress(Result(label, connections, rate, p50, p99, floor))
+    calibrated: list[float] = []  # req/s in a short first run, to size every round's run
+
+    def measure(seconds: int) -> Result:
+        # redis-benchmark takes a request count, not a duration: calibrate once, then scale.
+        if not calibrated:
+            calibrated.append(float(run(2_000 * pipeline)[1]))
+        fields = run(max(1_000, int(calibrated[0] * seconds)))
+        rate, p50, p99 = float(fields[1]), float(fields[4]), float(fields[6])
+        return Result(label, connections, rate, p50, p99, floor)
+
+    return measure
 
 
 def resp_scenarios(proxy: Proxy, backing: RedisServer) -> list[Result]:
@@ -166,12 +218,11 @@ def resp_scenarios(proxy: Proxy, backing: RedisServer) -> list[Result]:
     for pipeline in (1, 16):
         for connections in (1, 50):
             direct = "redis-server direct" + (f", pipelined {pipeline}" if pipeline > 1 else "")
-            results.append(
-                redis_benchmark("redis-server direct", backing.port, connections, pipeline, None)
-            )
-            results.append(
-                redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct)
-            )
+            measures = [
+                redis_benchmark("redis-server direct", backing.port, connections, pipeline, None),
+                redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct),
+            ]
+            results += interleaved(measures, lambda: warm(proxy))
     return results
 
 
