@@ -101,6 +101,8 @@ class ReadThroughCache(TTLCache):
 
         Never fetches, so an event loop can call it; on None, call lookup() off the loop.
         """
+        # cached_run() for one key, without its list: every unpipelined RESP GET comes here,
+        # and the list and loop were a quarter of this call's cost (measured, ~0.25 µs).
         with self._lock:
             self._peeking = True
             try:
