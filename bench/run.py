@@ -2,10 +2,10 @@
 
 Starts its own Redis, the proxy (the production command) and the floor app (the same Gunicorn
 settings), seeds and warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a
-progress line per scenario and writes bench/results.md and bench/results.png.
-Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, and each
-keeps its median round: a slow spell of this noisy machine then hits the proxy and its floor
-alike instead of whichever happened to run during it.
+progress line per run and writes bench/results.md and bench/results.png.
+Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, so that a slow
+spell of this noisy machine hits the proxy and its floor alike. Each scenario shows its median
+round; each ratio is the median of the round-by-round ratios (bench/report.py).
 Environment: BENCH_SECONDS (per timed scenario, default 8), BENCH_ROUNDS (default 4),
 BENCH_OUT (default bench).
 """
