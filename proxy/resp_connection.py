@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from typing import TYPE_CHECKING, TypeVar, cast
 
@@ -107,7 +107,7 @@ class Connection(asyncio.Protocol):
         if self._answer_gets(data):
             return
         try:
-            self.queue.extend(self.parser.feed(data))
+            commands = self.parser.feed(data)
         except ProtocolError as exc:
             # As Redis does: answer the complete commands before the bad frame, then the
             # error, then close (process() writes it once those answers are out).
@@ -116,14 +116,19 @@ class Connection(asyncio.Protocol):
             self.transport.pause_reading()
             self.process()
             return
+        self._enqueue(commands)
+
+    def _enqueue(self, commands: Iterable[list[bytes]]) -> None:
+        """Queue parsed commands (reading pauses while too many wait) and answer what can be."""
+        self.queue.extend(commands)
         if len(self.queue) > MAX_QUEUED_COMMANDS and self.reading:
             self.reading = False
             self.transport.pause_reading()
         self.process()
 
     def _answer_gets(self, data: bytes) -> bool:
-        """Answer a frame of nothing but GETs on an idle connection: hits at once, the rest
-        queued. False leaves the frame to the general path (anything else, a busy connection)."""
+        """Answer a frame of nothing but GETs on an idle connection: leading hits at once, the
+        rest queued. False leaves the frame to the parser (anything else, a busy connection)."""
         server = self.server
         if self.queue or self.fetching or self.closed or not self.parser.empty:
             return False
@@ -131,15 +136,16 @@ class Connection(asyncio.Protocol):
             return False
         started = time.perf_counter()
         keys = wire.get_keys(data)
-        if keys is None or len(keys) > MAX_GET_RUN:  # bounds the time the cache lock is held
+        if keys is None:
             return False
-        replies, hits = self._leading_hits(keys)
+        hits = 0
+        if len(keys) <= MAX_GET_RUN:  # a deeper pipeline: process() answers it in bounded runs
+            replies, hits = self._leading_hits(keys)
         if hits:
             self.transport.write(replies)
             server.stats.record("hit", time.perf_counter() - started, hits)
-        if hits < len(keys):  # a miss: it and what follows take the general path
-            self.queue.extend([GET, key] for key in keys[hits:])
-            self.process()
+        if hits < len(keys):  # a miss, or a deep pipeline: the queue answers the rest in order
+            self._enqueue([GET, key] for key in keys[hits:])
         return True
 
     def _leading_hits(self, keys: list[bytes]) -> tuple[bytes, int]:

@@ -200,14 +200,17 @@ def test_a_thousand_pipelined_commands_answer_in_order(server) -> None:
     Raw(server.port).send(request_).expect(expected)
 
 
-def test_a_pipelined_run_of_gets_answers_hits_and_misses_in_order(server, fetch) -> None:
+@pytest.mark.parametrize("repeats", [1, 30])  # 7 GETs in a frame, and 210 (over MAX_GET_RUN)
+def test_a_pipelined_run_of_gets_answers_hits_and_misses_in_order(server, fetch, repeats) -> None:
     raw = Raw(server.port)
     raw.send(wire.request([b"GET", b"k"])).expect(b"$1\r\nv\r\n")  # now cached
-    keys = [b"k", b"k", b"f1", b"k", b"absent", b"f2", b"k"]
+    keys = [b"k", b"k", b"f1", b"k", b"absent", b"f2", b"k"] * repeats
     raw.send(b"".join(wire.request([b"GET", key]) for key in keys))
-    raw.expect(b"$1\r\nv\r\n" * 2 + b"$10\r\nfetched:f1\r\n$1\r\nv\r\n$-1\r\n")
-    raw.expect(b"$10\r\nfetched:f2\r\n$1\r\nv\r\n")
-    assert fetch.calls == 4  # k once, f1, absent, f2: the hits never reached the backend
+    replies = {b"k": b"$1\r\nv\r\n", b"absent": b"$-1\r\n"}
+    replies |= {key: b"$10\r\nfetched:%s\r\n" % key for key in (b"f1", b"f2")}
+    raw.expect(b"".join(replies[key] for key in keys))
+    # k once, f1 and f2 once each (then cached), absent every time: hits never reach the backend
+    assert fetch.calls == 3 + repeats
 
 
 @pytest.mark.parametrize(
