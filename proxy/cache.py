@@ -9,6 +9,8 @@ Locking, in short (the README's "The cache and its lock" has the long form):
   trip and takes it back before touching the map again. Hits never wait behind a miss.
 * Concurrent misses on one key share a single fetch (a `_Flight`): the first thread (the
   leader) fetches, the others wait on the flight's event and get the same value or error.
+* Only `lookup()` fetches. `cached()` and `cached_run()` (the RESP loop's hits) index the map
+  too, but there `__missing__` answers None.
 """
 
 from __future__ import annotations
@@ -84,14 +86,18 @@ class ReadThroughCache(TTLCache):
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
         self.stats = CacheStats()
-        self._peeking = False  # set by cached_run(), under the lock
+        self._may_fetch = False  # set by lookup() around its own indexing, under the lock
         self._storing = True  # False while invalidations cannot reach us (see suspend())
 
     def lookup(self, key: bytes) -> tuple[bytes | None, bool]:
         """The value under `key` (None if Redis has none), and whether it was a cache hit."""
         with self._lock:
             self.stats.lookups += 1
-            result = self[key]
+            self._may_fetch = True  # for this __getitem__ only: __missing__ clears it
+            try:
+                result = self[key]
+            finally:
+                self._may_fetch = False
         if isinstance(result, _Fetched):
             return result.value, False
         return result, True
@@ -104,11 +110,7 @@ class ReadThroughCache(TTLCache):
         # cached_run() for one key, without its list: every unpipelined RESP GET comes here,
         # and the list and loop were a quarter of this call's cost (measured, ~0.25 µs).
         with self._lock:
-            self._peeking = True
-            try:
-                value = self[key]
-            finally:
-                self._peeking = False
+            value = self[key]  # __missing__ answers None: only lookup() lets it fetch
             if value is not None:
                 self.stats.lookups += 1
         return value
@@ -120,15 +122,11 @@ class ReadThroughCache(TTLCache):
         """
         values: list[bytes] = []
         with self._lock:
-            self._peeking = True  # __missing__ answers None instead of fetching
-            try:
-                for key in keys:
-                    value = self[key]
-                    if value is None:
-                        break
-                    values.append(value)
-            finally:
-                self._peeking = False
+            for key in keys:
+                value = self[key]  # as in cached(): __missing__ answers None
+                if value is None:
+                    break
+                values.append(value)
             self.stats.lookups += len(values)
         return values
 
@@ -175,10 +173,13 @@ class ReadThroughCache(TTLCache):
             return len(self)
 
     def __missing__(self, key: bytes) -> _Fetched | None:
-        # Entered from __getitem__ with self._lock held (only lookup() and cached_run() index
-        # the map, and cached_run() never fetches).
-        if self._peeking:
+        # Entered from __getitem__ with self._lock held. Only lookup() may fetch; any other
+        # indexing (cached(), cached_run()) is a peek that finds nothing.
+        if not self._may_fetch:
             return None
+        # Cleared before the lock is released below, so peeks by other threads meanwhile
+        # still find nothing rather than fetching.
+        self._may_fetch = False
         flight = self._flights.get(key)
         if flight is not None:
             self.stats.coalesced += 1

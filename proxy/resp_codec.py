@@ -16,6 +16,10 @@ MAX_BULK_BYTES = 1024 * 1024  # one argument (a key)
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one whole command as it waits to be complete
 CRLF = b"\r\n"
 GET_NAMES = frozenset((b"GET", b"get", b"Get"))
+# The length lines of bulk strings up to 4 KiB, b"$0" to b"$4095": the GET fast paths look them
+# up, as formatting one (`b"$%d" % size`) costs as much as checking a whole command.
+LENGTH_LINES = [b"$%d" % size for size in range(4096)]
+length_line = LENGTH_LINES.__getitem__  # IndexError past the table
 
 
 class RequestParser:
@@ -173,16 +177,20 @@ def get_keys(data: bytes) -> list[bytes] | None:
     if rest != 1 or not count or parts[-1]:
         return None
     keys = parts[4::5]
-    if count == 1:  # the unpipelined frame: twice as fast without the slices
-        head, size, name, length, key = parts[:5]
-        valid = (head, size, length) == (b"*2", b"$3", b"$%d" % len(key)) and name in GET_NAMES
-    else:
-        valid = (
-            parts[0:-1:5].count(b"*2") == count
-            and parts[1::5].count(b"$3") == count
-            and GET_NAMES.issuperset(parts[2::5])
-            and parts[3::5] == [b"$%d" % len(key) for key in keys]
-        )
+    try:
+        if count == 1:  # the unpipelined frame: twice as fast without the slices
+            head, size, name, length, key = parts[:5]
+            valid = (head, size, length) == (b"*2", b"$3", length_line(len(key)))
+            valid = valid and name in GET_NAMES
+        else:
+            valid = (
+                parts[3::5] == list(map(length_line, map(len, keys)))
+                and parts[0:-1:5].count(b"*2") == count
+                and parts[1::5].count(b"$3") == count
+                and GET_NAMES.issuperset(parts[2::5])
+            )
+    except IndexError:  # a key longer than LENGTH_LINES: rare enough for the careful parser
+        return None
     return keys if valid else None
 
 
@@ -216,7 +224,15 @@ def bulk(value: bytes) -> bytes:
 
 def bulks(values: list[bytes]) -> bytes:
     """One bulk reply per value, concatenated: a pipelined run of GET answers."""
-    return b"".join([BULK % (len(value), value) for value in values])
+    # Interleaved length lines and values joined by CRLF, all in C: half the cost of
+    # formatting each reply.
+    parts = [b""] * (2 * len(values) + 1)
+    try:
+        parts[0:-1:2] = map(length_line, map(len, values))
+    except IndexError:  # a value longer than LENGTH_LINES
+        return b"".join([BULK % (len(value), value) for value in values])
+    parts[1::2] = values
+    return CRLF.join(parts)
 
 
 def null(protocol: int) -> bytes:

@@ -139,7 +139,11 @@ class Connection(asyncio.Protocol):
         if keys is None:
             return False
         hits = 0
-        if len(keys) <= MAX_GET_RUN:  # a deeper pipeline: process() answers it in bounded runs
+        if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
+            value = self.cache.cached(keys[0])
+            if value is not None:
+                replies, hits = wire.bulk(value), 1
+        elif len(keys) <= MAX_GET_RUN:  # deeper pipelines: process() answers in bounded runs
             replies, hits = self._leading_hits(keys)
         if hits:
             self.transport.write(replies)
@@ -150,9 +154,6 @@ class Connection(asyncio.Protocol):
 
     def _leading_hits(self, keys: list[bytes]) -> tuple[bytes, int]:
         """The replies to the leading `keys` that are cache hits, and how many there are."""
-        if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
-            value = self.cache.cached(keys[0])
-            return (b"", 0) if value is None else (wire.bulk(value), 1)
         values = self.cache.cached_run(keys)
         return wire.bulks(values), len(values)
 

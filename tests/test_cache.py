@@ -181,6 +181,19 @@ def test_hit_is_answered_while_a_miss_is_blocked_in_fetch() -> None:
     assert answered_while_blocked == [b"cached"]
 
 
+def test_peeks_while_another_thread_fetches_never_fetch() -> None:
+    blocked = BlockingFetch(b"cold value")
+    cache = make_cache(blocked)
+    miss = threading.Thread(target=cache.lookup, args=(b"cold",))
+    miss.start()
+    assert blocked.started.wait(DEADLINE)  # the lock is released for the fetch right now
+    peeked = (cache.cached(b"other"), cache.cached_run([b"another"]))
+    blocked.release.set()
+    miss.join(DEADLINE)
+    assert peeked == (None, [])
+    assert blocked.calls == 1
+
+
 def test_fetch_error_is_shared_by_waiters_and_not_cached() -> None:
     error = BackendUnavailable("cannot reach Redis")
     fetch = BlockingFetch(error)

@@ -138,6 +138,7 @@ def test_error_replies_never_contain_line_breaks() -> None:
 
 
 GET_K = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+LONGEST = b"k" * (len(wire.LENGTH_LINES) - 1)
 
 
 @pytest.mark.parametrize(
@@ -156,6 +157,10 @@ GET_K = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
         (b"*3\r\n$3\r\nGET\r\n$1\r\nk\r\n$1\r\nk\r\n", None),
         (b"GET key\r\n", None),
         (b"", None),
+        (wire.request([b"GET", LONGEST]), [LONGEST]),  # the longest key in LENGTH_LINES
+        (wire.request([b"GET", LONGEST]) * 2, [LONGEST, LONGEST]),
+        (wire.request([b"GET", LONGEST + b"k"]), None),  # longer: the careful parser
+        (GET_K + wire.request([b"GET", LONGEST + b"k"]), None),
     ],
 )
 def test_get_keys_recognises_frames_of_nothing_but_get_commands(
@@ -179,3 +184,11 @@ def test_get_keys_never_disagrees_with_the_parser(commands, where, garbage) -> N
     if keys is not None:  # the fast path claims it: the careful parser must read the same
         parsed = wire.RequestParser().feed(bytes(data))
         assert [[name.upper(), key] for name, key in parsed] == [[b"GET", key] for key in keys]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [[], [b""], [b"v"], [b"a", b"bc", b""], [LONGEST, b"v"], [b"v", LONGEST + b"k", b"w"]],
+)
+def test_bulks_encodes_each_value_as_a_bulk_reply(values: list[bytes]) -> None:
+    assert wire.bulks(values) == b"".join(wire.bulk(value) for value in values)
