@@ -5,7 +5,8 @@ settings), seeds and warms, then measures with wrk (HTTP) and redis-benchmark (R
 progress line per run and writes bench/results.md and bench/results.png.
 Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, so that a slow
 spell of this noisy machine hits the proxy and its floor alike. Each scenario shows its median
-round; each ratio is the median of the round-by-round ratios (bench/report.py).
+round (the lower middle one for an even count); each ratio is the median of the round-by-round
+ratios, and the pipelined target the median of the rounds' throughputs (bench/report.py).
 Environment: BENCH_SECONDS (per timed scenario, default 8), BENCH_ROUNDS (default 4),
 BENCH_OUT (default bench).
 """
@@ -129,6 +130,8 @@ def interleaved(measures: list[Measure], before_round: Callable[[], None]) -> li
 
 
 def median(runs: list[Result]) -> Result:
+    """The median round (the lower middle one for an even count), a real round so that its
+    latencies come with it, carrying every round's throughput."""
     by_rate = sorted(runs, key=lambda run: run.value)
     middle = by_rate[(len(by_rate) - 1) // 2]
     return dataclasses.replace(middle, rounds=tuple(run.value for run in runs))
