@@ -230,7 +230,7 @@ def bulks(values: list[bytes]) -> bytes:
     try:
         parts[0:-1:2] = map(length_line, map(len, values))
     except IndexError:  # a value longer than LENGTH_LINES
-        return b"".join([BULK % (len(value), value) for value in values])
+        return b"".join(map(bulk, values))
     parts[1::2] = values
     return CRLF.join(parts)
 
