@@ -77,6 +77,21 @@ def test_head_returns_length_without_body(proxy, redis_server, key) -> None:
     assert response.headers["Content-Length"] == "5"
 
 
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+def test_a_hit_is_answered_exactly_as_the_miss_before_it(proxy, redis_server, key, method) -> None:
+    redis_server.client.set(key(), b"first")
+    miss = requests.request(method, proxy.url + path_for(key()), timeout=10)
+    redis_server.client.set(key(), b"second!")  # only a cached answer is 5 bytes long
+    hit = requests.request(method, proxy.url + path_for(key()), timeout=10)
+    del miss.headers["Date"], hit.headers["Date"]
+    assert (hit.status_code, hit.headers, hit.content) == (
+        miss.status_code,
+        miss.headers,
+        miss.content,
+    )
+    assert hit.headers["Content-Length"] == "5"  # len("first"), so from the cache
+
+
 def test_other_methods_are_405(proxy, key) -> None:
     response = requests.post(proxy.url + path_for(key()), timeout=10)
     assert response.status_code == 405

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from flask import request
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -101,6 +102,31 @@ def test_head_has_length_and_no_body(client: FlaskClient, fetch: RecordingFetch)
     response = client.head("/get/k")
     assert (response.status_code, response.data) == (200, b"")
     assert response.headers["Content-Length"] == "5"
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_a_hit_is_answered_exactly_as_the_miss_before_it(
+    client: FlaskClient, fetch: RecordingFetch, method: str
+) -> None:
+    fetch.data[b"k"] = b"12345"
+    miss, hit = (getattr(client, method)("/get/k") for _ in range(2))
+    assert fetch.keys == [b"k"]  # fetched once: the second answer came from the cache
+    assert (hit.status, hit.headers.to_wsgi_list(), hit.data) == (
+        miss.status,
+        miss.headers.to_wsgi_list(),
+        miss.data,
+    )
+
+
+def test_hits_are_answered_without_flask_dispatch(fetch: RecordingFetch) -> None:
+    app = create_app(Settings.from_env({}), backend=fetch)
+    dispatched: list[str] = []
+    app.before_request(lambda: dispatched.append(request.full_path))
+    client = app.test_client()
+    fetch.data[b"k"] = b"v"
+    for path in ("/get/k", "/get/k", "/get/k?x=1", "/get/absent", "/get/absent"):
+        assert client.get(path).status_code in (200, 404)
+    assert dispatched == ["/get/k?", "/get/absent?", "/get/absent?"]  # misses only
 
 
 @pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
@@ -230,6 +256,16 @@ def test_access_log_hashes_keys_by_default(client, fetch, caplog) -> None:
     assert line.startswith("GET /get/<key blake2b:")
     assert "len=7> status=200 bytes=5 duration_ms=" in line
     assert "private" not in line
+
+
+def test_access_log_shows_a_hit_as_it_showed_the_miss(client, fetch, caplog) -> None:
+    fetch.data[b"private"] = b"12345"
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        client.get("/get/private")
+        client.get("/get/private")
+    miss, hit = (line.partition(" duration_ms=")[0] for line in access_lines(caplog))
+    assert hit == miss
+    assert miss.endswith("status=200 bytes=5")
 
 
 def test_access_log_raw_keys_when_asked(fetch, caplog) -> None:
