@@ -1,15 +1,14 @@
 """The MAX_PARALLEL sweep behind the README's "Defaults chosen": proxies side by side.
 
-`.venv/bin/python -m bench.threads [values]` (default 1,2,4) starts one Redis and one proxy per
-MAX_PARALLEL value, otherwise with `make bench`'s settings, then measures HTTP hits (hot keys)
-and misses (keys spread over far more than the capacity) at 50 connections with wrk, in
-BENCH_ROUNDS interleaved rounds of 2 s (default 5), and prints each one's median round.
+`BENCH_ROUNDS=5 .venv/bin/python -m bench.threads [values]` (default 1,2,4) starts one Redis
+and one proxy per MAX_PARALLEL value, otherwise with `make bench`'s settings, then measures HTTP
+hits (hot keys) and misses (keys spread over far more than the capacity) at 50 connections with
+wrk, interleaved in rounds as `make bench` does (bench.run.interleaved), and prints each one's
+median round and every round's throughput.
 """
 
 from __future__ import annotations
 
-import os
-import statistics
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +17,9 @@ from bench.run import (
     HOT_KEYS,
     PROXY_SETTINGS,
     SPREAD_KEYS,
+    Measure,
     RedisServer,
+    interleaved,
     seed,
     start,
     warm,
@@ -26,7 +27,6 @@ from bench.run import (
     wrk_script,
 )
 
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 CONNECTIONS = 50
 
 
@@ -44,17 +44,20 @@ def main(values: list[str]) -> None:
                 wrk_script(scratch, "hot", HOT_KEYS),
                 wrk_script(scratch, "spread", SPREAD_KEYS),
             )
-            rates: dict[str, list[float]] = {}
-            for number in range(1, ROUNDS + 1):
-                for value, proxy in zip(values, proxies, strict=True):
-                    warm(proxy)  # the previous round's misses evicted the hot keys
-                    for kind, script in (("hits", hot), ("misses", spread)):
-                        result = wrk(kind, proxy.url, script, CONNECTIONS, None)(2)
-                        rates.setdefault(f"MAX_PARALLEL={value} {kind}", []).append(result.value)
-                print(f"  round {number}/{ROUNDS} done", flush=True)
-            for name, rounds in rates.items():
-                listed = ", ".join(f"{rate:,.0f}" for rate in rounds)
-                print(f"{name}: median {statistics.median(rounds):,.0f} req/s ({listed})")
+            measures: list[Measure] = []
+            for value, proxy in zip(values, proxies, strict=True):
+                for kind, script in (("hits", hot), ("misses", spread)):
+                    measures.append(
+                        wrk(f"MAX_PARALLEL={value} {kind}", proxy.url, script, CONNECTIONS, None)
+                    )
+
+            def warm_all() -> None:  # each proxy's own misses evicted its hot keys
+                for proxy in proxies:
+                    warm(proxy)
+
+            for result in interleaved(measures, warm_all):
+                listed = ", ".join(f"{rate:,.0f}" for rate in result.rounds)
+                print(f"{result.name}: median round {result.value:,.0f} req/s ({listed})")
         finally:
             for proxy in proxies:
                 proxy.stop()
