@@ -12,7 +12,8 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Result:
-    """One measured scenario; `floor` names the result it is compared with."""
+    """One measured scenario; `floor` names the result it is compared with. A `ceiling` is a
+    reference server (bench/resp_ceiling.py), measured like the proxy but not the proxy."""
 
     name: str
     connections: int
@@ -22,6 +23,7 @@ class Result:
     floor: str | None
     unit: str = "req/s"
     rounds: tuple[float, ...] = ()  # the throughput of each interleaved round
+    ceiling: bool = False
 
     @property
     def timed(self) -> bool:
@@ -161,14 +163,20 @@ def chart(results: list[Result], path: Path) -> None:
 
     timed = [r for r in results if r.timed]
     labels = [f"{r.name} ({r.connections} conn)" for r in timed]
-    colours = ["#999999" if r.floor is None else "#1f77b4" for r in timed]
+    colours = [_colour(r) for r in timed]
     figure, axes = plt.subplots(figsize=(10, 0.45 * len(timed) + 1.5))
     axes.barh(labels, [r.value for r in timed], color=colours)
     axes.set_xscale("log")
     axes.invert_yaxis()
-    axes.set_xlabel("requests per second (log scale); grey = floor, blue = proxy")
+    axes.set_xlabel("requests per second (log scale); grey = floor, blue = proxy, orange = ceiling")
     for y, r in enumerate(timed):
         axes.text(r.value, y, f" {r.value:,.0f}", va="center", fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def _colour(result: Result) -> str:
+    if result.floor is None:
+        return "#999999"
+    return "#ff7f0e" if result.ceiling else "#1f77b4"

@@ -1,8 +1,9 @@
 """`make bench`: the proxy measured against its floors, side by side in one run.
 
-Starts its own Redis, the proxy (the production command) and the floor app (the same Gunicorn
-settings), seeds and warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a
-progress line per run and writes bench/results.md and bench/results.png.
+Starts its own Redis, the proxy (the production command), the floor app (the same Gunicorn
+settings) and, for RESP at 50 connections, the Python ceiling (bench/resp_ceiling.py); seeds and
+warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a progress line per run
+and writes bench/results.md and bench/results.png.
 Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, so that a slow
 spell of this noisy machine hits the proxy and its floor alike. Each scenario shows its median
 round (the lower middle one for an even count); each ratio is the median of the round-by-round
@@ -29,16 +30,16 @@ import redis
 import requests
 
 from bench.report import Result, write_report
+from bench.resp_ceiling import running_ceiling
+from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
 from e2e.servers import Proxy, RedisServer, free_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 ROUND_SECONDS = max(1, round(SECONDS / ROUNDS))  # wrk takes whole seconds
 OUT = Path(os.environ.get("BENCH_OUT", "bench"))
-VALUE = b"v" * 100
-HOT_KEYS = 1_000  # redis-benchmark's -r keyspace: key:000000000000 ...
+CEILING = "Python RESP ceiling"  # bench/resp_ceiling.py
 SPREAD_KEYS = 200_000  # far more than CAPACITY: the HTTP miss scenario
-CAPACITY = 10_000
 MEMORY_ENTRIES = 100_000
 PROXY_SETTINGS = {
     "CACHE_TTL": "600",
@@ -76,7 +77,8 @@ def run_all(scratch: Path) -> list[Result]:
     try:
         warm(proxy)
         results = http_scenarios(scratch, proxy, floor)
-        results += resp_scenarios(proxy, backing)
+        with running_ceiling() as ceiling_port:
+            results += resp_scenarios(proxy, backing, ceiling_port)
         results.append(coalescing(proxy, backing))
     finally:
         for server in (floor, proxy):
@@ -97,7 +99,7 @@ def start(scratch: Path, backing: RedisServer, config: str, settings: dict[str, 
 def seed(client: redis.Redis) -> None:
     pipe = client.pipeline(transaction=False)
     for i in range(max(SPREAD_KEYS, MEMORY_ENTRIES)):
-        pipe.set(f"key:{i:012d}", VALUE)
+        pipe.set(key_name(i), VALUE)
         if i % 10_000 == 9_999:
             pipe.execute()
     pipe.execute()
@@ -106,7 +108,7 @@ def seed(client: redis.Redis) -> None:
 def warm(proxy: Proxy) -> None:
     client = redis.Redis(port=proxy.resp_port)
     for start_at in range(0, HOT_KEYS, 500):
-        client.mget([f"key:{i:012d}" for i in range(start_at, start_at + 500)])
+        client.mget([key_name(i) for i in range(start_at, start_at + 500)])
 
 
 def progress(result: Result, prefix: str = "") -> Result:
@@ -191,7 +193,13 @@ def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy) -> list[Result]:
 
 
 def redis_benchmark(
-    name: str, port: int, connections: int, pipeline: int, floor: str | None
+    name: str,
+    port: int,
+    connections: int,
+    pipeline: int,
+    floor: str | None,
+    *,
+    ceiling: bool = False,
 ) -> Measure:
     command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
     command += ["-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
@@ -211,12 +219,12 @@ def redis_benchmark(
             calibrated.append(float(run(2_000 * pipeline)[1]))
         fields = run(max(1_000, int(calibrated[0] * seconds)))
         rate, p50, p99 = float(fields[1]), float(fields[4]), float(fields[6])
-        return Result(label, connections, rate, p50, p99, floor)
+        return Result(label, connections, rate, p50, p99, floor, ceiling=ceiling)
 
     return measure
 
 
-def resp_scenarios(proxy: Proxy, backing: RedisServer) -> list[Result]:
+def resp_scenarios(proxy: Proxy, backing: RedisServer, ceiling_port: int) -> list[Result]:
     results = []
     for pipeline in (1, 16):
         for connections in (1, 50):
@@ -225,6 +233,12 @@ def resp_scenarios(proxy: Proxy, backing: RedisServer) -> list[Result]:
                 redis_benchmark("redis-server direct", backing.port, connections, pipeline, None),
                 redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct),
             ]
+            if connections == 50:  # where the targets are: what any Python server reaches
+                measures.append(
+                    redis_benchmark(
+                        CEILING, ceiling_port, connections, pipeline, direct, ceiling=True
+                    )
+                )
             results += interleaved(measures, lambda: warm(proxy))
     return results
 
@@ -265,15 +279,15 @@ def memory(scratch: Path, backing: RedisServer) -> Result:
     )
     try:
         client = redis.Redis(port=proxy.resp_port)
-        client.mget(["key:000000000000"])  # every code path loaded before the first reading
+        client.mget([key_name(0)])  # every code path loaded before the first reading
         empty = rss_bytes(proxy.worker_pid())
         for start_at in range(0, MEMORY_ENTRIES, 1_000):
-            client.mget([f"key:{i:012d}" for i in range(start_at, start_at + 1_000)])
+            client.mget([key_name(i) for i in range(start_at, start_at + 1_000)])
         assert proxy.metric("proxy_cache_entries") == MEMORY_ENTRIES
         full = rss_bytes(proxy.worker_pid())
     finally:
         proxy.stop()
-    key_and_value = len("key:000000000000") + len(VALUE)
+    key_and_value = len(key_name(0)) + len(VALUE)
     per_entry = (full - empty) / MEMORY_ENTRIES - key_and_value
     return progress(
         Result("memory per cached entry", 0, per_entry, 0, 0, None, "bytes beyond key+value")
