@@ -26,6 +26,7 @@ import uvloop
 
 from bench.workload import CAPACITY, VALUE, key_name
 from e2e.servers import START_DEADLINE, STOP_DEADLINE, free_port, poll
+from proxy import resp_codec as wire
 
 CRLF = b"\r\n"
 UNKNOWN = b"-ERR only GET here\r\n"  # redis-benchmark's CONFIG GET on connect; it carries on
@@ -100,11 +101,10 @@ def running_ceiling() -> Iterator[int]:
 def _answers(process: subprocess.Popen[bytes], port: int) -> bool:
     if process.poll() is not None:
         raise AssertionError(f"the RESP ceiling exited with status {process.returncode}")
-    key = key_name(0).encode()
-    expected = b"$%d\r\n%s\r\n" % (len(VALUE), VALUE)
+    expected = wire.bulk(VALUE)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
-            sock.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(key), key))
+            sock.sendall(wire.request([b"GET", key_name(0).encode()]))
             return sock.makefile("rb").read(len(expected)) == expected
     except OSError:
         return False
