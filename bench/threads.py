@@ -14,11 +14,9 @@ import tempfile
 from pathlib import Path
 
 from bench.run import (
-    HOT_KEYS,
     PROXY_SETTINGS,
     SPREAD_KEYS,
     Measure,
-    RedisServer,
     interleaved,
     seed,
     start,
@@ -26,6 +24,8 @@ from bench.run import (
     wrk,
     wrk_script,
 )
+from bench.workload import HOT_KEYS
+from e2e.servers import RedisServer
 
 CONNECTIONS = 50
 
