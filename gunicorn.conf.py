@@ -5,9 +5,7 @@ Start from the project root: `gunicorn -c gunicorn.conf.py`.
 
 import sys
 
-from proxy.app import runtime_of
-from proxy.config import Settings
-from proxy.errors import ConfigError
+from proxy.config import ConfigError, Settings
 
 try:
     settings = Settings.load()
@@ -16,11 +14,14 @@ except ConfigError as exc:
     print(f"redis-cache-proxy: {exc}", file=sys.stderr)
     sys.exit(2)
 
-wsgi_app = "proxy.app:create_app()"
+# Gunicorn insists on an application name. The worker does not import it: ProxyWorker builds
+# the whole service (proxy/service.py) and serves the app this factory makes there.
+wsgi_app = "proxy.http:create_app"
 bind = [settings.bind]
 # One worker process, so every request shares one cache; its threads are the parallelism.
 workers = 1
-# gthread, but refusing clients past MAX_CONNECTIONS with a 503 (see proxy/worker.py).
+# gthread, but refusing clients past MAX_CONNECTIONS with a 503, and owning the service's
+# lifecycle (see proxy/worker.py).
 worker_class = "proxy.worker.ProxyWorker"
 threads = settings.max_parallel
 worker_connections = settings.max_connections
@@ -32,9 +33,3 @@ limit_request_line = 8190
 # One proxy needs no gunicornc control socket, and several started from one directory
 # (tests, side-by-side benchmarks) would fight over its path.
 control_socket_disable = True
-
-
-def post_worker_init(worker):
-    """Inside the worker: start the RESP front end and the metrics over the app's runtime."""
-    worker.runtime = runtime_of(worker.wsgi)
-    worker.runtime.start(http=worker)

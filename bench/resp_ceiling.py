@@ -25,8 +25,8 @@ import cachetools
 import uvloop
 
 from bench.workload import CAPACITY, VALUE, key_name
-from e2e.servers import START_DEADLINE, STOP_DEADLINE, free_port, poll
-from proxy import resp_codec as wire
+from harness.servers import START_DEADLINE, STOP_DEADLINE, poll, reserve_port
+from proxy.resp import codec as wire
 
 CRLF = b"\r\n"
 UNKNOWN = b"-ERR only GET here\r\n"  # redis-benchmark's CONFIG GET on connect; it carries on
@@ -88,7 +88,7 @@ def main(port: int) -> None:
 @contextmanager
 def running_ceiling() -> Iterator[int]:
     """This server in a process of its own while the block runs; yields its port."""
-    port = free_port()
+    port = reserve_port()
     process = subprocess.Popen([sys.executable, "-m", "bench.resp_ceiling", str(port)])
     try:
         poll(lambda: _answers(process, port), START_DEADLINE, f"the RESP ceiling on port {port}")

@@ -32,7 +32,7 @@ import requests
 from bench.report import Result, write_report
 from bench.resp_ceiling import running_ceiling
 from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
-from e2e.servers import Proxy, RedisServer, free_port
+from harness.servers import Proxy, RedisServer, reserve_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
@@ -92,8 +92,8 @@ def run_all(scratch: Path) -> list[Result]:
 
 def start(scratch: Path, backing: RedisServer, config: str, settings: dict[str, str]) -> Proxy:
     env = {**settings, "REDIS_URL": backing.url, "PROXY_HOST": "127.0.0.1"}
-    env |= {"PROXY_PORT": str(free_port()), "RESP_PORT": str(free_port())}
-    return Proxy(env, scratch / f"{Path(config).stem}-{free_port()}.log", config).start()
+    env |= {"PROXY_PORT": str(reserve_port()), "RESP_PORT": str(reserve_port())}
+    return Proxy(env, scratch / f"{Path(config).stem}-{reserve_port()}.log", config).start()
 
 
 def seed(client: redis.Redis) -> None:

@@ -25,7 +25,7 @@ from bench.run import (
     wrk_script,
 )
 from bench.workload import HOT_KEYS
-from e2e.servers import RedisServer
+from harness.servers import RedisServer
 
 CONNECTIONS = 50
 

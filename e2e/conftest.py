@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from e2e.servers import Proxy, RedisServer, free_port
+from harness.servers import Proxy, RedisServer, reserve_port
 
 StartProxy = Callable[..., Proxy]
 _counter = itertools.count()
@@ -44,8 +44,8 @@ def proxy_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
     """The environment for one proxy: a free port plus the settings a test passes."""
 
     def make(redis: RedisServer, **settings: object) -> dict[str, str]:
-        env = {"REDIS_URL": redis.url, "PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(free_port())}
-        env["RESP_PORT"] = str(free_port())
+        env = {"REDIS_URL": redis.url, "PROXY_HOST": "127.0.0.1", "PROXY_PORT": str(reserve_port())}
+        env["RESP_PORT"] = str(reserve_port())
         env.update({name.upper(): str(value) for name, value in settings.items()})
         return env
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.servers import ServerExited
+from harness.servers import ServerExited
 
 ACL_USER = ["--user", "reader", "on", ">s3cret", "~*", "+@all"]
 

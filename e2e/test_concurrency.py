@@ -1,7 +1,8 @@
 """Black box: MAX_PARALLEL (sequential vs parallel) and MAX_CONNECTIONS (the client limit).
 
-A miss is made to hang with CLIENT PAUSE on the real Redis. Whether the proxy has taken a
-request is read from its debug log (Gunicorn logs "GET /path" as a thread picks it up), so
+A miss is made to hang with CLIENT PAUSE on the real Redis. When the proxy took a request and
+when it answered it are read from its log (Gunicorn logs "GET /path" at debug level as a thread
+picks a request up; the access log, raw, writes "GET /path status=..." as it answers), so
 nothing here guesses with sleeps.
 """
 
@@ -14,7 +15,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from e2e.servers import HttpConnection, poll
+from e2e.clients import HttpConnection
+from harness.servers import poll
 
 PAUSE_MS = 1500
 
@@ -63,7 +65,7 @@ def test_max_parallel_1_processes_one_request_at_a_time_in_arrival_order(
 ) -> None:
     redis, hot, cold = stalled_setup
     redis.client.set(cold.removeprefix("/get/"), b"cold value")
-    proxy = start_proxy(redis, max_parallel=1, redis_timeout=5, log_level="debug")
+    proxy = start_proxy(redis, max_parallel=1, redis_timeout=5, log_level="debug", access_log="raw")
     for path in hot:
         assert proxy.get(path).status_code == 200  # cached now
 
@@ -72,11 +74,6 @@ def test_max_parallel_1_processes_one_request_at_a_time_in_arrival_order(
         miss = Request(proxy.port, cold)
         wait_taken(proxy, cold)
         hits = [Request(proxy.port, path) for path in hot]  # sent one after another
-        # Nothing else may run while the only thread waits on Redis: a hit that could run
-        # takes ~2 ms (see the parallel test), so 300 ms without an answer shows it waits.
-        hits[0].join(0.3)
-        assert all(hit.is_alive() for hit in hits)
-        assert miss.is_alive()
     miss.join(10)
     for hit in hits:
         hit.join(10)
@@ -86,12 +83,13 @@ def test_max_parallel_1_processes_one_request_at_a_time_in_arrival_order(
     log = proxy.log()[warmed_up:]
     taken_order = sorted([cold, *hot], key=lambda path: log.index(f"GET {path}\n"))
     assert taken_order == [cold, *hot]
+    # The only thread answered the stalled miss before it took any hit.
+    answered_cold = log.index(f"GET {cold} status=200")
+    assert all(answered_cold < log.index(f"GET {path}\n") for path in hot)
 
 
 @pytest.mark.parametrize("parallel", [2, 4])
-def test_hit_is_served_in_milliseconds_while_a_miss_is_stalled(
-    start_proxy, stalled_setup, parallel: int
-) -> None:
+def test_a_hit_is_served_while_a_miss_is_stalled(start_proxy, stalled_setup, parallel: int) -> None:
     redis, hot, cold = stalled_setup
     proxy = start_proxy(redis, max_parallel=parallel, redis_timeout=5, log_level="debug")
     connection = HttpConnection(proxy.port)
@@ -100,16 +98,12 @@ def test_hit_is_served_in_milliseconds_while_a_miss_is_stalled(
     with redis_paused(redis):
         miss = Request(proxy.port, cold)
         wait_taken(proxy, cold)
-        started = time.monotonic()
         status, _, body = connection.get(hot[0])
-        hit_seconds = time.monotonic() - started
-        miss_still_stalled = miss.is_alive()
+        miss_still_stalled = miss.is_alive()  # Redis is paused: the miss cannot have ended
     miss.join(10)
 
     assert (status, body) == (200, b"hot value")
     assert miss_still_stalled
-    assert hit_seconds < 0.05, f"hit took {hit_seconds * 1000:.1f} ms"
-    print(f"MAX_PARALLEL={parallel}: hit during a stalled miss: {hit_seconds * 1000:.1f} ms")
 
 
 @pytest.fixture

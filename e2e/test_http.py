@@ -10,7 +10,7 @@ from urllib.parse import quote_from_bytes
 import pytest
 import requests
 
-from e2e.servers import poll
+from harness.servers import poll
 
 pytestmark = pytest.mark.usefixtures("redis_server")
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from e2e.servers import poll
+from harness.servers import poll
 
 VISIBLE_WITHIN = 0.1  # seconds: a change in Redis must show through the proxy this fast
 WRITES = 1000  # in the concurrent test

@@ -11,7 +11,7 @@ from collections import Counter
 import redis
 import requests
 
-from e2e.servers import poll
+from harness.servers import poll
 
 
 def status(proxy, path: str) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from e2e.servers import poll
+from harness.servers import poll
 
 
 def test_redis_down_hits_are_200_and_misses_503_fast(start_proxy, redis_factory) -> None:

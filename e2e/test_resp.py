@@ -8,7 +8,6 @@ import select
 import shutil
 import socket
 import subprocess
-import time
 
 import pytest
 import redis
@@ -16,7 +15,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2e.servers import poll
+from harness.servers import poll
 
 CURSOR_QUERY = b"\x1b[6n"  # "where is the cursor?", as a terminal would be asked
 needs_redis_cli = pytest.mark.skipif(
@@ -124,17 +123,13 @@ def test_stalled_miss_does_not_stall_other_resp_clients(start_proxy, redis_facto
     backing.client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
     try:
         waiting.sendall(b"GET cold\r\n")
-        started = time.monotonic()
         assert client_for(proxy).get("hot") == b"cached"
-        hit_seconds = time.monotonic() - started
-        waiting.settimeout(0.01)
-        with pytest.raises(TimeoutError):
-            waiting.recv(1)  # the miss is still waiting on the paused Redis
+        # One event loop reads both connections in order, so an answer to the miss would
+        # have been written before the hit's; none is there, while Redis is still paused.
+        assert not select.select([waiting], [], [], 0)[0]
     finally:
         backing.client.execute_command("CLIENT", "UNPAUSE")
-    waiting.settimeout(5)
     assert read_until(waiting, b"\r\n") == b"$-1\r\n"
-    assert hit_seconds < 0.05
 
 
 def test_redis_down_misses_are_tryagain_and_hits_still_served(start_proxy, redis_factory) -> None:

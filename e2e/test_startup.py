@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from e2e.servers import Proxy, free_port
+from harness.servers import Proxy, reserve_port
 
 
 @pytest.mark.parametrize(
@@ -16,7 +16,7 @@ from e2e.servers import Proxy, free_port
     ],
 )
 def test_bad_configuration_exits_non_zero_naming_each_variable(tmp_path, bad) -> None:
-    env = {"PROXY_PORT": str(free_port()), "RESP_PORT": str(free_port()), **bad}
+    env = {"PROXY_PORT": str(reserve_port()), "RESP_PORT": str(reserve_port()), **bad}
     process = Proxy(env, tmp_path / "proxy.log").spawn()
     exit_code = process.wait(timeout=15)
     output = (tmp_path / "proxy.log").read_text()

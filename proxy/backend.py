@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import Enum
 
 import redis
 from redis.backoff import NoBackoff
@@ -111,7 +112,13 @@ class Backend:
         self._client.close()
 
 
-NOTHING = object()  # InvalidationLink.receive(): no message within the wait
+class Quiet(Enum):
+    """InvalidationLink.receive() heard no invalidation within the wait."""
+
+    NOTHING = 0
+
+
+NOTHING = Quiet.NOTHING
 INVALIDATION_CHANNEL = b"__redis__:invalidate"
 IDLE_PING_SECONDS = 1.0
 
@@ -149,7 +156,7 @@ class InvalidationLink:
         self._connection, self._last_heard = connection, time.monotonic()
         return client_id
 
-    def receive(self, wait: float) -> list[bytes] | object | None:
+    def receive(self, wait: float) -> list[bytes] | Quiet | None:
         """The next invalidation within `wait` seconds: changed keys, None for "everything"
         (FLUSHALL, FLUSHDB), or NOTHING. Raises the typed error when the link is gone."""
         assert self._connection is not None

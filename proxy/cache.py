@@ -1,16 +1,17 @@
-"""The read-through cache: an LRU + TTL map whose misses fetch from the backing Redis.
+"""The read-through cache: an LRU + TTL map of Redis strings, and the policy that fills it.
 
-Locking, in short (the README's "The cache and its lock" has the long form):
+Two parts, kept apart as cachetools keeps its maps apart from its `cached()` decorator:
 
-* cachetools maps are not thread-safe, and even a read reorders the LRU list, so every map
-  operation runs under `self._lock`.
-* `lookup()` takes the lock and indexes the map. On a miss `TTLCache.__getitem__` calls
-  `__missing__` *with the lock still held*; `__missing__` releases it for the Redis round
-  trip and takes it back before touching the map again. Hits never wait behind a miss.
-* Concurrent misses on one key share a single fetch (a `_Flight`): the first thread (the
-  leader) fetches, the others wait on the flight's event and get the same value or error.
-* Only `lookup()` fetches. `cached()` and `cached_run()` (the RESP loop's hits) index the map
-  too, but there `__missing__` answers None.
+* `Entries` is the map: a `TTLCache` (capacity in keys, TTL counted from insertion, LRU by
+  reads) that counts its evictions and expirations. Indexing a key it does not hold raises
+  KeyError, as every cachetools map does, so reading the map can never reach Redis.
+* `ReadThroughCache` owns the map, the one lock around it and the fetches in progress.
+  `peek()` and `peek_run()` index the map under the lock and do nothing else: the event loops
+  call them. `lookup()` indexes it too and, on a miss, joins or leads a fetch of the key with
+  the lock released, so hits never wait behind a miss and concurrent misses on one key share
+  a single fetch (a `_Flight`) and its value or error.
+
+docs/architecture.md ("The cache and its lock") says why the fetch is not in `__missing__`.
 """
 
 from __future__ import annotations
@@ -19,15 +20,65 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cachetools import TTLCache
 
 from proxy.errors import BackendError
 
-Fetch = Callable[[bytes], "bytes | None"]
+Load = Callable[[bytes], "bytes | None"]  # reads one key from Redis: its value, or None
+
+
+@dataclass
+class CacheStats:
+    """Counters since start, updated under the cache lock."""
+
+    lookups: int = 0  # reads answered: hits, and lookups that went on to Redis
+    fetches: int = 0  # misses that went to Redis
+    coalesced: int = 0  # misses that waited for another thread's fetch of the same key
+    evictions: int = 0  # entries dropped to make room (least recently read first)
+    expirations: int = 0  # entries dropped because their TTL ran out
+    fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
+    invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
+    flushes: int = 0  # "everything changed": FLUSHALL/FLUSHDB, or the invalidation link lost
+
+
+class Read(NamedTuple):
+    """What one lookup found: the value (None if Redis has none) and whether it was cached."""
+
+    value: bytes | None
+    hit: bool
+
+    @property
+    def outcome(self) -> str:
+        """The label metrics count this read under."""
+        if self.value is None:
+            return "not_found"
+        return "hit" if self.hit else "miss"
+
+
+class Entries(TTLCache[bytes, bytes]):
+    """The map: LRU + TTL, capacity in keys, TTL from insertion and never extended by reads."""
+
+    def __init__(
+        self, maxsize: int, ttl: float, timer: Callable[[], float], stats: CacheStats
+    ) -> None:
+        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
+        self.stats = stats
+
+    def popitem(self) -> tuple[bytes, bytes]:
+        """Evict the least recently read entry (cachetools calls this when full)."""
+        item = super().popitem()
+        self.stats.evictions += 1
+        return item
+
+    def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
+        """Drop expired entries (cachetools calls this before inserting and when sizing)."""
+        expired = list(super().expire(time))
+        self.stats.expirations += len(expired)
+        return expired
 
 
 class _Flight:
@@ -52,83 +103,92 @@ class _Flight:
         return self._value
 
 
-class _Fetched:
-    """What __missing__ hands back through TTLCache.__getitem__: a value that was not a hit."""
-
-    __slots__ = ("value",)
-
-    def __init__(self, value: bytes | None) -> None:
-        self.value = value
-
-
-@dataclass
-class CacheStats:
-    """Counters since start, updated under the cache lock."""
-
-    lookups: int = 0
-    fetches: int = 0  # misses that went to Redis
-    coalesced: int = 0  # misses that waited for another thread's fetch of the same key
-    evictions: int = 0  # entries dropped to make room (least recently read first)
-    expirations: int = 0  # entries dropped because their TTL ran out
-    fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
-    invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
-    flushes: int = 0  # "everything changed": FLUSHALL/FLUSHDB, or the invalidation link lost
-
-
-class ReadThroughCache(TTLCache):
-    """LRU + TTL cache of Redis strings: capacity in keys, TTL from insertion, never extended."""
+class ReadThroughCache:
+    """The cache both front ends read: peeks on their event loops, lookups off them."""
 
     def __init__(
-        self, maxsize: int, ttl: float, fetch: Fetch, timer: Callable[[], float] = time.monotonic
+        self, maxsize: int, ttl: float, load: Load, timer: Callable[[], float] = time.monotonic
     ) -> None:
-        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
-        self._fetch = fetch
+        self.stats = CacheStats()
+        self._entries = Entries(maxsize, ttl, timer, self.stats)
+        self._load = load
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
-        self.stats = CacheStats()
-        self._may_fetch = False  # set by lookup() around its own indexing, under the lock
         self._storing = True  # False while invalidations cannot reach us (see suspend())
 
-    def lookup(self, key: bytes) -> tuple[bytes | None, bool]:
-        """The value under `key` (None if Redis has none), and whether it was a cache hit."""
+    @property
+    def capacity(self) -> int:
+        """CACHE_MAXSIZE: the most keys held at once."""
+        return int(self._entries.maxsize)
+
+    def peek(self, key: bytes) -> bytes | None:
+        """The value if `key` is cached and fresh (a hit: it becomes the most recently read),
+        else None. Never fetches, so an event loop may call it."""
         with self._lock:
-            self.stats.lookups += 1
-            self._may_fetch = True  # for this __getitem__ only: __missing__ clears it
             try:
-                result = self[key]
-            finally:
-                self._may_fetch = False
-        if isinstance(result, _Fetched):
-            return result.value, False
-        return result, True
-
-    def cached(self, key: bytes) -> bytes | None:
-        """The value if `key` is cached and fresh (a hit: its recency is refreshed), else None.
-
-        Never fetches, so an event loop can call it; on None, call lookup() off the loop.
-        """
-        # cached_run() for one key, without its list: every unpipelined RESP GET comes here,
-        # and the list and loop were a quarter of this call's cost (measured, ~0.25 µs).
-        with self._lock:
-            value = self[key]  # __missing__ answers None: only lookup() lets it fetch
-            if value is not None:
-                self.stats.lookups += 1
+                value = self._entries[key]
+            except KeyError:
+                return None
+            self.stats.lookups += 1
         return value
 
-    def cached_run(self, keys: list[bytes]) -> list[bytes]:
-        """The values of the leading `keys` that are hits, up to the first that is not.
-
-        As cached(), under one lock acquisition: a pipelined run of GETs costs one.
-        """
+    def peek_run(self, keys: list[bytes]) -> list[bytes]:
+        """The values of the leading `keys` that are hits, up to the first that is not; as
+        peek(), under one lock acquisition for the whole run (a pipeline of GETs)."""
         values: list[bytes] = []
+        entries = self._entries
         with self._lock:
-            for key in keys:
-                value = self[key]  # as in cached(): __missing__ answers None
-                if value is None:
-                    break
-                values.append(value)
+            try:
+                for key in keys:
+                    values.append(entries[key])
+            except KeyError:
+                pass
             self.stats.lookups += len(values)
         return values
+
+    def lookup(self, key: bytes) -> Read:
+        """The value under `key`, from the map or else from Redis (this may block on Redis).
+
+        The map is indexed again even after a peek missed: another request may have stored
+        the key since, and that is what lets concurrent misses share one fetch.
+        """
+        with self._lock:
+            self.stats.lookups += 1
+            try:
+                return Read(self._entries[key], True)
+            except KeyError:
+                pass
+            flight = self._flights.get(key)
+            if flight is None:
+                flight = self._flights[key] = _Flight()
+                self.stats.fetches += 1
+                leader = True
+            else:
+                self.stats.coalesced += 1
+                leader = False
+        if leader:
+            return Read(self._fetch(key, flight), False)
+        return Read(flight.result(), False)
+
+    def _fetch(self, key: bytes, flight: _Flight) -> bytes | None:
+        """Load `key` from Redis for every waiter of `flight`, and store it unless it went
+        stale meanwhile. Absent keys are not stored, so a later SET shows at once."""
+        try:
+            value = self._load(key)
+        except BaseException as exc:
+            # Waiters get this same error; nothing is stored, so the next miss asks again.
+            with self._lock:
+                del self._flights[key]
+                if isinstance(exc, BackendError):
+                    self.stats.fetch_errors[exc.kind] += 1
+            flight.finish(None, exc)
+            raise
+        with self._lock:
+            del self._flights[key]
+            if value is not None and self._storing and not flight.stale:
+                self._entries[key] = value  # a fresh TTL, counted from now
+        flight.finish(value, None)
+        return value
 
     def invalidate(self, keys: list[bytes]) -> None:
         """Forget `keys` (they changed in Redis), including values being fetched right now."""
@@ -138,8 +198,8 @@ class ReadThroughCache(TTLCache):
                 flight = self._flights.get(key)
                 if flight is not None:
                     flight.stale = True
-                with contextlib.suppress(KeyError):  # absent, or expired (then removed anyway)
-                    del self[key]
+                with contextlib.suppress(KeyError):  # absent, or expired (removed anyway)
+                    del self._entries[key]
 
     def invalidate_all(self) -> None:
         """Forget everything (the keyspace was flushed)."""
@@ -163,66 +223,11 @@ class ReadThroughCache(TTLCache):
 
     def _forget_everything(self) -> None:
         self.stats.flushes += 1
-        self.clear()
+        self._entries.clear()
         for flight in self._flights.values():
             flight.stale = True
 
     def size(self) -> int:
         """Number of live (unexpired) entries."""
         with self._lock:
-            return len(self)
-
-    def __missing__(self, key: bytes) -> _Fetched | None:
-        # Entered from __getitem__ with self._lock held. Only lookup() may fetch; any other
-        # indexing (cached(), cached_run()) is a peek that finds nothing.
-        if not self._may_fetch:
-            return None
-        # Cleared before the lock is released below, so peeks by other threads meanwhile
-        # still find nothing rather than fetching.
-        self._may_fetch = False
-        flight = self._flights.get(key)
-        if flight is not None:
-            self.stats.coalesced += 1
-            with self._unlocked():
-                return _Fetched(flight.result())
-        flight = self._flights[key] = _Flight()
-        self.stats.fetches += 1
-        try:
-            with self._unlocked():
-                value = self._fetch(key)
-            # Absent keys are not cached (a later SET shows at once); nor is a value that was
-            # invalidated while it was being fetched.
-            if value is not None and self._storing and not flight.stale:
-                self[key] = value  # a fresh TTL, counted from now
-        except BaseException as exc:
-            # Waiters get this same error; nothing is stored, so the next miss asks again.
-            if isinstance(exc, BackendError):
-                self.stats.fetch_errors[exc.kind] += 1
-            flight.finish(None, exc)
-            raise
-        else:
-            flight.finish(value, None)
-            return _Fetched(value)
-        finally:
-            del self._flights[key]
-
-    def popitem(self) -> tuple[bytes, bytes]:
-        """Evict the least recently read entry (cachetools calls this when full)."""
-        item = super().popitem()
-        self.stats.evictions += 1
-        return item
-
-    def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
-        """Drop expired entries (cachetools calls this before inserting and when sizing)."""
-        expired = super().expire(time)
-        self.stats.expirations += len(expired)
-        return expired
-
-    @contextmanager
-    def _unlocked(self) -> Iterator[None]:
-        """Release the map lock for a slow wait, and always take it back."""
-        self._lock.release()
-        try:
-            yield
-        finally:
-            self._lock.acquire()
+            return len(self._entries)

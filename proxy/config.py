@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from proxy.errors import ConfigError
-
 DOTENV_PATH = Path(".env")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ACCESS_LOGS = ("hashed", "raw", "off")  # how access lines show keys: a hash, as sent, or no lines
+
+
+class ConfigError(Exception):
+    """One or more settings are invalid; `problems` names each variable, value and expectation."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
+        self.problems = list(problems)
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:

@@ -1,16 +1,8 @@
-"""The proxy's own error types; each front end maps them to answers in one table."""
+"""The proxy's typed errors: how a request (or a RESP connection) ends when it fails.
+
+Each front end maps them to answers in one table."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
-
-
-class ConfigError(Exception):
-    """One or more settings are invalid; `problems` names each variable, value and expectation."""
-
-    def __init__(self, problems: Sequence[str]) -> None:
-        super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
-        self.problems = list(problems)
 
 
 class ProxyError(Exception):

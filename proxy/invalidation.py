@@ -79,7 +79,7 @@ class Invalidator:
             if keys is None:
                 self.cache.invalidate_all()  # FLUSHALL / FLUSHDB
             elif keys is not NOTHING:
-                self.cache.invalidate(keys)  # type: ignore[arg-type]
+                self.cache.invalidate(keys)
 
     def _lost(self, error: BackendError, backoff: float) -> None:
         self.cache.suspend()

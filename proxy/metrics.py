@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Iterator, Mapping
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -20,22 +20,10 @@ from prometheus_client.core import (
     Metric,
 )
 
-from proxy.cache import ReadThroughCache
-
-if TYPE_CHECKING:
-    from proxy.invalidation import Invalidator
-
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 LATENCY_BUCKETS += (0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("hit", "miss", "not_found", "error")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-
-
-def read_outcome(value: bytes | None, hit: bool) -> str:
-    """The outcome label of one read, from what ReadThroughCache.lookup() returned."""
-    if value is None:
-        return "not_found"
-    return "hit" if hit else "miss"
 
 
 class RequestStats:
@@ -109,12 +97,50 @@ class ConnectionCounts(Protocol):
     def refused(self) -> int: ...
 
 
+class CacheCounters(Protocol):
+    """The cache's counters as metrics reads them (proxy.cache.CacheStats)."""
+
+    @property
+    def fetches(self) -> int: ...
+    @property
+    def coalesced(self) -> int: ...
+    @property
+    def evictions(self) -> int: ...
+    @property
+    def expirations(self) -> int: ...
+    @property
+    def invalidations(self) -> int: ...
+    @property
+    def flushes(self) -> int: ...
+    @property
+    def fetch_errors(self) -> Mapping[str, int]: ...
+
+
+class CacheFigures(Protocol):
+    """What metrics reads of the cache."""
+
+    @property
+    def stats(self) -> CacheCounters: ...
+    @property
+    def capacity(self) -> int: ...
+    def size(self) -> int: ...
+
+
+class LinkState(Protocol):
+    """What metrics reads of the invalidation link (CACHE_INVALIDATION=tracking)."""
+
+    @property
+    def connected(self) -> bool: ...
+    @property
+    def drops(self) -> int: ...
+
+
 class Metrics:
     """The /metrics endpoint's view of one worker."""
 
-    def __init__(self, cache: ReadThroughCache, invalidator: Invalidator | None = None) -> None:
+    def __init__(self, cache: CacheFigures, link: LinkState | None = None) -> None:
         self.cache = cache
-        self.invalidator = invalidator
+        self.link = link
         self.requests: dict[str, Recorder] = {"http": PerThreadStats(), "resp": RequestStats()}
         self.connections: dict[str, ConnectionCounts] = {}
         self.registry = CollectorRegistry()
@@ -164,21 +190,21 @@ class Metrics:
         yield CounterMetricFamily("proxy_cache_evictions", "LRU evictions", stats.evictions)
         yield CounterMetricFamily("proxy_cache_expirations", "TTL expirations", stats.expirations)
         yield GaugeMetricFamily("proxy_cache_entries", "Keys in the cache", self.cache.size())
-        yield GaugeMetricFamily("proxy_cache_capacity", "CACHE_MAXSIZE", self.cache.maxsize)
+        yield GaugeMetricFamily("proxy_cache_capacity", "CACHE_MAXSIZE", self.cache.capacity)
         yield CounterMetricFamily(
             "proxy_cache_invalidations", "Keys Redis said changed", stats.invalidations
         )
         yield CounterMetricFamily(
             "proxy_cache_flushes", "Whole-cache clears (FLUSHALL, link lost)", stats.flushes
         )
-        if self.invalidator is not None:
+        if self.link is not None:
             yield GaugeMetricFamily(
                 "proxy_invalidation_link_up",
                 "1 while the CLIENT TRACKING invalidation connection is up",
-                int(self.invalidator.connected),
+                int(self.link.connected),
             )
             yield CounterMetricFamily(
-                "proxy_invalidation_link_drops", "Invalidation links lost", self.invalidator.drops
+                "proxy_invalidation_link_drops", "Invalidation links lost", self.link.drops
             )
 
     def _clients(self) -> Iterator[Metric]:

@@ -20,19 +20,19 @@ the poller instead of blocking it.
 from __future__ import annotations
 
 import errno
+import logging
 import selectors
 import socket
 import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING
 
 import gunicorn
 from gunicorn.workers.gthread import TConn, ThreadWorker
 
-if TYPE_CHECKING:
-    from proxy.runtime import Runtime
+from proxy.config import Settings
+from proxy.service import Service
 
 TESTED_GUNICORN = (27, 0, 1)
 REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
@@ -141,7 +141,7 @@ class ProxyWorker(ThreadWorker):
         # Every connection within the limit may stay alive; the limit already bounds them.
         self.max_keepalived = self.client_limit
         self.refused = 0
-        self.runtime: Runtime | None = None  # started by gunicorn.conf.py's post_worker_init
+        self.service: Service | None = None  # built and started by load_wsgi()
 
     @property
     def clients(self) -> int:
@@ -157,19 +157,31 @@ class ProxyWorker(ThreadWorker):
             )
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        """Build the service and start it; Gunicorn serves its HTTP app.
+
+        Started here, before Gunicorn counts the worker as booted, so a RESP port that cannot
+        be bound stops Gunicorn with a boot error instead of respawning the worker forever.
+        """
+        settings = Settings.load()
+        _send_logs_where_gunicorn_does(settings.log_level)
+        self.service = Service.build(settings)
+        self.service.start(http=self)
+        self.wsgi = self.service.http_app
+
     def run(self) -> None:
         self.lingerer = Lingerer(self.poller)
         try:
             super().run()  # returns after SIGTERM, once in-flight HTTP requests are done
         finally:
-            if self.runtime is not None:
-                self.runtime.shutdown(self.cfg.graceful_timeout)
+            if self.service is not None:
+                self.service.stop(self.cfg.graceful_timeout)
 
     def handle_exit(self, sig: int, frame: object) -> None:
         """SIGTERM: stop accepting on both front ends; in-flight requests still finish."""
         super().handle_exit(sig, frame)
-        if self.runtime is not None:
-            self.runtime.stop_accepting()
+        if self.service is not None:
+            self.service.stop_accepting()
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -234,3 +246,14 @@ class ProxyWorker(ThreadWorker):
     def murder_pending(self) -> None:
         super().murder_pending()
         self.lingerer.expire()
+
+
+def _send_logs_where_gunicorn_does(level: str) -> None:
+    """The proxy's loggers use Gunicorn's handlers (format, stream) at LOG_LEVEL."""
+    proxy_log = logging.getLogger("proxy")
+    proxy_log.setLevel(level.upper())
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    if gunicorn_log.handlers and not proxy_log.handlers:
+        for handler in gunicorn_log.handlers:
+            proxy_log.addHandler(handler)
+        proxy_log.propagate = False

@@ -1,4 +1,4 @@
-"""ReadThroughCache: TTL, LRU, capacity and the lock arrangement, with a fake timer and fetch."""
+"""ReadThroughCache: TTL, LRU, capacity, peeks and locking, with a fake timer and a fake Redis."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy.cache import ReadThroughCache
+from proxy.cache import Read, ReadThroughCache
 from proxy.errors import BackendUnavailable
 
 DEADLINE = 5.0  # seconds; generous, only reached when the behaviour under test is broken
@@ -67,7 +67,7 @@ def read(cache: ReadThroughCache, key: bytes) -> bytes | None:
 
 
 def make_cache(fetch, maxsize: int = 10, ttl: float = 10.0, timer=None) -> ReadThroughCache:
-    return ReadThroughCache(maxsize=maxsize, ttl=ttl, fetch=fetch, timer=timer or FakeTimer())
+    return ReadThroughCache(maxsize=maxsize, ttl=ttl, load=fetch, timer=timer or FakeTimer())
 
 
 def test_hit_does_not_fetch_again() -> None:
@@ -122,8 +122,8 @@ def test_eviction_removes_least_recently_read_not_first_inserted() -> None:
         read(cache, key)
     read(cache, b"a")  # a is now the most recently read; b the least
     read(cache, b"d")
-    assert b"b" not in cache
-    assert all(key in cache for key in (b"a", b"c", b"d"))
+    assert cache.peek(b"b") is None
+    assert all(cache.peek(key) is not None for key in (b"a", b"c", b"d"))
 
 
 def test_capacity_is_never_exceeded() -> None:
@@ -187,7 +187,7 @@ def test_peeks_while_another_thread_fetches_never_fetch() -> None:
     miss = threading.Thread(target=cache.lookup, args=(b"cold",))
     miss.start()
     assert blocked.started.wait(DEADLINE)  # the lock is released for the fetch right now
-    peeked = (cache.cached(b"other"), cache.cached_run([b"another"]))
+    peeked = (cache.peek(b"other"), cache.peek_run([b"another"]))
     blocked.release.set()
     miss.join(DEADLINE)
     assert peeked == (None, [])
@@ -256,15 +256,42 @@ def test_fetch_errors_are_counted_by_kind() -> None:
     assert cache.stats.fetch_errors == {"unavailable": 1}
 
 
-def test_cached_run_returns_hits_up_to_the_first_miss_without_fetching() -> None:
+def test_peek_run_returns_hits_up_to_the_first_miss_without_fetching() -> None:
     redis = FakeRedis({b"a": b"A", b"b": b"B", b"c": b"C"})
     cache = make_cache(redis)
     read(cache, b"a")
     read(cache, b"c")
-    assert cache.cached_run([b"a", b"c", b"b", b"a"]) == [b"A", b"C"]
-    assert cache.cached(b"b") is None
-    assert cache.cached(b"c") == b"C"
+    assert cache.peek_run([b"a", b"c", b"b", b"a"]) == [b"A", b"C"]
+    assert cache.peek(b"b") is None
+    assert cache.peek(b"c") == b"C"
     assert redis.calls == {b"a": 1, b"c": 1}
+
+
+def test_peek_of_an_expired_key_finds_nothing_and_never_fetches() -> None:
+    timer, redis = FakeTimer(), FakeRedis({b"k": b"v"})
+    cache = make_cache(redis, ttl=10, timer=timer)
+    read(cache, b"k")
+    timer.now = 10.0
+    assert (cache.peek(b"k"), cache.peek_run([b"k"])) == (None, [])
+    assert redis.calls == {b"k": 1}
+
+
+def test_peek_makes_a_key_the_most_recently_read() -> None:
+    redis = FakeRedis({k: k for k in (b"a", b"b", b"c")})
+    cache = make_cache(redis, maxsize=2)
+    read(cache, b"a")
+    read(cache, b"b")
+    assert cache.peek(b"a") == b"a"  # now b is the least recently read
+    read(cache, b"c")
+    assert (cache.peek(b"a"), cache.peek(b"b")) == (b"a", None)
+
+
+@pytest.mark.parametrize(
+    ("value", "hit", "outcome"),
+    [(b"v", True, "hit"), (b"v", False, "miss"), (None, False, "not_found")],
+)
+def test_a_read_names_its_outcome(value: bytes | None, hit: bool, outcome: str) -> None:
+    assert Read(value, hit).outcome == outcome
 
 
 @pytest.mark.parametrize("maxsize", [1, 2, 7])

@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.config import Settings, read_dotenv
-from proxy.errors import ConfigError
+from proxy.config import ConfigError, Settings, read_dotenv
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ import cachetools
 import pytest
 
 from bench.resp_ceiling import UNKNOWN, Ceiling
-from proxy import resp_codec as wire
+from proxy.resp import codec as wire
 
 DATA = {b"a": b"1", b"key:000000000042": b"v" * 100}
 GETS = [[b"GET", b"a"], [b"get", b"key:000000000042"], [b"GET", b"a"]]

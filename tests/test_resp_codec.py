@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from proxy import resp_codec as wire
 from proxy.errors import ProtocolError
+from proxy.resp import codec as wire
 
 
 def feed_in_pieces(data: bytes, cuts: list[int]) -> list[list[bytes]]:

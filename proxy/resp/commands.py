@@ -1,21 +1,20 @@
 """The RESP commands the proxy answers: one table from name to handler, arity and flags.
 
-Everything else, writes included, gets Redis's own "unknown command" error and the connection
-stays open: this is a read-only proxy, writes go straight to the backing Redis.
+Handlers are pure: each takes the connection's Session and the command's arguments and returns
+a Result (a reply; a Deferred read that must run off the event loop; or Close). The connection
+writes, defers and closes. Everything else, writes included, gets Redis's own "unknown command"
+error and the connection stays open: this is a read-only proxy, writes go to the backing Redis.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Generic, TypeVar
 
-from proxy import resp_codec as wire
+from proxy.cache import Read, ReadThroughCache
 from proxy.errors import WrongType
-from proxy.metrics import read_outcome
-
-if TYPE_CHECKING:
-    from proxy.resp_connection import Connection
+from proxy.resp import codec as wire
 
 SERVER_NAME = b"redis-cache-proxy"
 SERVER_VERSION = b"0.1.0"
@@ -27,8 +26,36 @@ AUTH_REFUSED = wire.error(
 BAD_CLIENT_NAME = wire.error(
     "ERR Client names cannot contain spaces, newlines or special characters."
 )
+T = TypeVar("T")
 
-Handler = Callable[["Connection", list[bytes]], "bytes | None"]
+
+@dataclass
+class Session:
+    """The per-connection state commands may read and change."""
+
+    id: int
+    protocol: int = 2  # until HELLO 3
+    name: bytes | None = None
+
+
+@dataclass(frozen=True)
+class Deferred(Generic[T]):
+    """A read that may wait on Redis: `work` runs off the loop over the cache; `render` turns
+    its result into the reply and the outcome counted in metrics."""
+
+    work: Callable[[ReadThroughCache], T]
+    render: Callable[[T], tuple[bytes, str]]
+
+
+@dataclass(frozen=True)
+class Close:
+    """Answer `reply`, drop whatever the client sent after it, and close (QUIT)."""
+
+    reply: bytes
+
+
+Result = bytes | Deferred[Any] | Close
+Handler = Callable[[Session, list[bytes]], Result]
 
 
 @dataclass(frozen=True)
@@ -46,50 +73,62 @@ class Spec:
         return self.min_args + 1 if fixed else -(self.min_args + 1)
 
 
-def get(conn: Connection, args: list[bytes]) -> None:
-    # Hits were answered by the connection's fast path; this is a miss: fetch off the loop.
-    key, protocol = args[0], conn.protocol
+def execute(session: Session, command: list[bytes]) -> Result:
+    """The result of one command that is not a well-formed GET (see read_key)."""
+    name = command[0].lower()
+    spec = COMMANDS.get(name)
+    if spec is None:
+        return unknown_command(command)
+    if not spec.min_args <= len(command) - 1 <= spec.max_args:
+        return wire.error(f"ERR wrong number of arguments for '{name.decode()}' command")
+    return spec.handler(session, command[1:])
 
-    def render(found: tuple[bytes | None, bool]) -> tuple[bytes, str]:
-        value, hit = found
-        return wire.bulk_or_null(value, protocol), read_outcome(value, hit)
 
-    conn.fetch(lambda: conn.cache.lookup(key), render)
+def read_key(protocol: int, key: bytes) -> Deferred[Read]:
+    """A GET whose key a peek did not find: look it up off the loop (it may go to Redis)."""
+
+    def render(found: Read) -> tuple[bytes, str]:
+        return wire.bulk_or_null(found.value, protocol), found.outcome
+
+    return Deferred(lambda cache: cache.lookup(key), render)
 
 
-def mget(conn: Connection, args: list[bytes]) -> None:
-    protocol = conn.protocol
+def get(session: Session, args: list[bytes]) -> Deferred[Read]:
+    return read_key(session.protocol, args[0])
 
-    def fetch_all() -> list[tuple[bytes | None, bool]]:
-        return [_string_or_none(conn, key) for key in args]
 
-    def render(found: list[tuple[bytes | None, bool]]) -> tuple[bytes, str]:
-        values = [value for value, _ in found]
-        outcome = "hit" if all(hit for _, hit in found) else "miss"
-        if all(value is None for value in values):
+def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]]:
+    protocol = session.protocol
+
+    def read_all(cache: ReadThroughCache) -> list[Read]:
+        return [_string_or_none(cache, key) for key in args]
+
+    def render(found: list[Read]) -> tuple[bytes, str]:
+        outcome = "hit" if all(read.hit for read in found) else "miss"
+        if all(read.value is None for read in found):
             outcome = "not_found"
-        return wire.array([wire.bulk_or_null(value, protocol) for value in values]), outcome
+        return wire.array([wire.bulk_or_null(read.value, protocol) for read in found]), outcome
 
-    conn.fetch(fetch_all, render)
+    return Deferred(read_all, render)
 
 
-def _string_or_none(conn: Connection, key: bytes) -> tuple[bytes | None, bool]:
+def _string_or_none(cache: ReadThroughCache, key: bytes) -> Read:
     try:
-        return conn.cache.lookup(key)
+        return cache.lookup(key)
     except WrongType:
-        return None, False  # MGET answers nil for a key of another type, as Redis does
+        return Read(None, False)  # MGET answers nil for a key of another type, as Redis does
 
 
-def ping(conn: Connection, args: list[bytes]) -> bytes:
+def ping(session: Session, args: list[bytes]) -> bytes:
     return wire.bulk(args[0]) if args else wire.simple("PONG")
 
 
-def echo(conn: Connection, args: list[bytes]) -> bytes:
+def echo(session: Session, args: list[bytes]) -> bytes:
     return wire.bulk(args[0])
 
 
-def hello(conn: Connection, args: list[bytes]) -> bytes:
-    protocol, name, options = conn.protocol, conn.name, args
+def hello(session: Session, args: list[bytes]) -> bytes:
+    protocol, name, options = session.protocol, session.name, args
     if args:
         if not args[0].isdigit():
             return wire.error("ERR Protocol version is not an integer or out of range")
@@ -107,32 +146,32 @@ def hello(conn: Connection, args: list[bytes]) -> bytes:
             continue
         shown = options[0].decode(errors="backslashreplace")
         return wire.error(f"ERR Syntax error in HELLO option '{shown}'")
-    conn.protocol, conn.name = protocol, name
-    return _server_info(conn)
+    session.protocol, session.name = protocol, name
+    return _server_info(session)
 
 
-def _server_info(conn: Connection) -> bytes:
+def _server_info(session: Session) -> bytes:
     fields = [
         (b"server", wire.bulk(SERVER_NAME)),
         (b"version", wire.bulk(SERVER_VERSION)),
-        (b"proto", wire.integer(conn.protocol)),
-        (b"id", wire.integer(conn.id)),
+        (b"proto", wire.integer(session.protocol)),
+        (b"id", wire.integer(session.id)),
         (b"mode", wire.bulk(b"standalone")),
         (b"role", wire.bulk(b"master")),
         (b"modules", wire.array([])),
     ]
-    return wire.mapping([(wire.bulk(key), value) for key, value in fields], conn.protocol)
+    return wire.mapping([(wire.bulk(key), value) for key, value in fields], session.protocol)
 
 
 def _valid_name(name: bytes) -> bool:
     return all(33 <= byte <= 126 for byte in name)
 
 
-def auth(conn: Connection, args: list[bytes]) -> bytes:
+def auth(session: Session, args: list[bytes]) -> bytes:
     return AUTH_REFUSED
 
 
-def client(conn: Connection, args: list[bytes]) -> bytes:
+def client(session: Session, args: list[bytes]) -> bytes:
     sub = args[0].upper()
     if sub not in CLIENT_SUBCOMMANDS:
         shown = args[0].decode(errors="backslashreplace")
@@ -140,31 +179,31 @@ def client(conn: Connection, args: list[bytes]) -> bytes:
     arity, handler = CLIENT_SUBCOMMANDS[sub]
     if len(args) - 1 != arity:
         return wire.error(f"ERR wrong number of arguments for 'client|{sub.lower().decode()}'")
-    return handler(conn, args[1:])
+    return handler(session, args[1:])
 
 
-def client_setinfo(conn: Connection, args: list[bytes]) -> bytes:
+def client_setinfo(session: Session, args: list[bytes]) -> bytes:
     if args[0].upper() not in (b"LIB-NAME", b"LIB-VER"):
         return wire.error(f"ERR Unrecognized option '{args[0].decode(errors='replace')}'")
     return OK
 
 
-def client_setname(conn: Connection, args: list[bytes]) -> bytes:
+def client_setname(session: Session, args: list[bytes]) -> bytes:
     if not _valid_name(args[0]):
         return BAD_CLIENT_NAME
-    conn.name = args[0] or None
+    session.name = args[0] or None
     return OK
 
 
-def client_getname(conn: Connection, args: list[bytes]) -> bytes:
-    return wire.bulk_or_null(conn.name, conn.protocol)
+def client_getname(session: Session, args: list[bytes]) -> bytes:
+    return wire.bulk_or_null(session.name, session.protocol)
 
 
-def client_id(conn: Connection, args: list[bytes]) -> bytes:
-    return wire.integer(conn.id)
+def client_id(session: Session, args: list[bytes]) -> bytes:
+    return wire.integer(session.id)
 
 
-CLIENT_SUBCOMMANDS: dict[bytes, tuple[int, Callable[[Connection, list[bytes]], bytes]]] = {
+CLIENT_SUBCOMMANDS: dict[bytes, tuple[int, Callable[[Session, list[bytes]], bytes]]] = {
     b"SETINFO": (2, client_setinfo),
     b"SETNAME": (1, client_setname),
     b"GETNAME": (0, client_getname),
@@ -172,7 +211,7 @@ CLIENT_SUBCOMMANDS: dict[bytes, tuple[int, Callable[[Connection, list[bytes]], b
 }
 
 
-def select(conn: Connection, args: list[bytes]) -> bytes:
+def select(session: Session, args: list[bytes]) -> bytes:
     if not args[0].removeprefix(b"-").isdigit():
         return wire.error("ERR value is not an integer or out of range")
     if int(args[0]) != 0:
@@ -180,7 +219,7 @@ def select(conn: Connection, args: list[bytes]) -> bytes:
     return OK
 
 
-def command(conn: Connection, args: list[bytes]) -> bytes:
+def command(session: Session, args: list[bytes]) -> bytes:
     if not args:
         return wire.array([_command_info(name) for name in COMMANDS])
     sub = args[0].upper()
@@ -192,12 +231,12 @@ def command(conn: Connection, args: list[bytes]) -> bytes:
         names = [name.lower() for name in args[1:]]
         return wire.array(
             [
-                _command_info(name) if name in COMMANDS else wire.null(conn.protocol)
+                _command_info(name) if name in COMMANDS else wire.null(session.protocol)
                 for name in names
             ]
         )
     if sub == b"DOCS":
-        return wire.mapping([], conn.protocol)  # no docs: redis-cli falls back to its own
+        return wire.mapping([], session.protocol)  # no docs: redis-cli falls back to its own
     shown = args[0].decode(errors="backslashreplace")
     return wire.error(f"ERR unknown subcommand '{shown}'. Try COMMAND HELP.")
 
@@ -210,14 +249,12 @@ def _command_info(name: bytes) -> bytes:
     return wire.array([wire.bulk(name), wire.integer(spec.arity), flags, *numbers])
 
 
-def quit_(conn: Connection, args: list[bytes]) -> bytes:
-    conn.quitting = True
-    conn.queue.clear()  # nothing after QUIT is answered
-    return OK
+def quit_(session: Session, args: list[bytes]) -> Close:
+    return Close(OK)
 
 
-def reset(conn: Connection, args: list[bytes]) -> bytes:
-    conn.protocol, conn.name = 2, None
+def reset(session: Session, args: list[bytes]) -> bytes:
+    session.protocol, session.name = 2, None
     return wire.simple("RESET")
 
 

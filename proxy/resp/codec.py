@@ -17,7 +17,7 @@ MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one whole command as it waits to be comp
 CRLF = b"\r\n"
 GET_NAMES = frozenset((b"GET", b"get", b"Get"))
 # The length lines of bulk strings up to 4 KiB, b"$0" to b"$4095": the GET fast paths look them
-# up, as formatting one (`b"$%d" % size`) costs as much as checking a whole command.
+# up rather than format them, as formatting is a large share of their per-command cost.
 LENGTH_LINES = [b"$%d" % size for size in range(4096)]
 length_line = LENGTH_LINES.__getitem__  # IndexError past the table
 
@@ -178,7 +178,7 @@ def get_keys(data: bytes) -> list[bytes] | None:
         return None
     keys = parts[4::5]
     try:
-        if count == 1:  # the unpipelined frame: twice as fast without the slices
+        if count == 1:  # the unpipelined frame, the commonest: no slices to build
             head, size, name, length, key = parts[:5]
             valid = (head, size, length) == (b"*2", b"$3", length_line(len(key)))
             valid = valid and name in GET_NAMES
@@ -224,8 +224,8 @@ def bulk(value: bytes) -> bytes:
 
 def bulks(values: list[bytes]) -> bytes:
     """One bulk reply per value, concatenated: a pipelined run of GET answers."""
-    # Interleaved length lines and values joined by CRLF, all in C: half the cost of
-    # formatting each reply.
+    # Interleaved length lines and values joined by CRLF: the loop runs in C, not once per
+    # reply in Python.
     parts = [b""] * (2 * len(values) + 1)
     try:
         parts[0:-1:2] = map(length_line, map(len, values))

@@ -1,10 +1,9 @@
-"""RESP front end: Redis clients (redis-cli, redis-py) read through the same cache as HTTP.
+"""The RESP listener: Redis clients (redis-cli, redis-py) read through the same cache as HTTP.
 
-An asyncio event loop runs in its own thread inside the Gunicorn worker. Hits are answered on
-the loop (the cache lock is held for map operations only); misses run on a pool of MAX_PARALLEL
-threads, so a miss waiting on Redis never stalls other clients. At most MAX_PARALLEL requests
-are processed at once, as on HTTP: past that, connections wait their turn in arrival order.
-Replies on one connection always come back in request order (pipelining).
+An asyncio event loop (uvloop) runs in its own thread inside the Gunicorn worker. Hits are
+answered on the loop (the cache lock is held for map operations only); requests that may wait
+on Redis run on the MissPool's threads, so a miss never stalls other clients. Replies on one
+connection always come back in request order (pipelining).
 """
 
 from __future__ import annotations
@@ -14,40 +13,22 @@ import itertools
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import cast
 
 import uvloop
 
-from proxy import resp_codec as wire
 from proxy.cache import ReadThroughCache
-from proxy.config import Settings
 from proxy.metrics import Recorder, RequestStats
-from proxy.resp_connection import Connection
+from proxy.resp import codec as wire
+from proxy.resp.commands import Session
+from proxy.resp.connection import Connection
+from proxy.resp.pool import MissPool
 
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS_REPLY = wire.error("ERR max number of clients reached")
 REFUSED_LINGER_SECONDS = 1.0
 STOP_POLL_SECONDS = 0.05
-
-
-def start_resp_server(
-    settings: Settings, cache: ReadThroughCache, stats: Recorder
-) -> RespServer | None:
-    """Serve RESP on PROXY_HOST:RESP_PORT over `cache`; None when RESP_PORT is 0."""
-    if not settings.resp_port:
-        return None
-    return RespServer(
-        cache,
-        host=settings.proxy_host,
-        port=settings.resp_port,
-        max_parallel=settings.max_parallel,
-        max_connections=settings.max_connections,
-        stats=stats,
-    ).start()
 
 
 class RespServer:
@@ -66,16 +47,14 @@ class RespServer:
         self.cache = cache
         self.stats = stats or RequestStats()
         self.host, self.port = host, port
-        self.max_parallel, self.max_connections = max_parallel, max_connections
+        self.max_connections = max_connections
         self.refused = 0
-        self.in_flight = 0  # misses being fetched in the pool
-        self.ids = itertools.count(1)
         self.connections: set[Connection] = set()
-        self._waiting: deque[Connection] = deque()  # connections waiting for a free slot
-        self._pool = ThreadPoolExecutor(max_parallel, thread_name_prefix="resp-miss")
-        # uvloop: libuv's C event loop. Measured with redis-benchmark (README, Performance):
-        # ~1.5x the unpipelined GETs of asyncio's own loop, same code, back-to-back runs.
+        self._ids = itertools.count(1)
+        # uvloop: libuv's C event loop, for the per-GET cost of the loop itself
+        # (docs/performance.md compares it with asyncio's own).
         self._loop = uvloop.new_event_loop()
+        self.pool = MissPool(self._loop, max_parallel)
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._serve, name="resp-loop", daemon=True)
         self._started = threading.Event()
@@ -109,7 +88,7 @@ class RespServer:
             deadline = time.monotonic() + timeout
             self._loop.call_soon_threadsafe(self._stop_when_idle, deadline)
             self._thread.join(timeout + 1)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.pool.shutdown()
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
@@ -117,6 +96,7 @@ class RespServer:
             self._server = self._loop.run_until_complete(
                 self._loop.create_server(self._protocol_for_new_client, self.host, self.port)
             )
+            self.port = self._server.sockets[0].getsockname()[1]  # the kernel's pick for 0
         except OSError as exc:
             self._start_error = exc
             self._started.set()
@@ -131,35 +111,17 @@ class RespServer:
         if self.clients >= self.max_connections:
             self.refused += 1
             return _Refused()
-        return Connection(self)
+        session = Session(next(self._ids))
+        return Connection(session, self.cache, self.pool, self.stats, self.connections)
 
     def _stop_when_idle(self, deadline: float) -> None:
         self._close_listener()
-        if self.in_flight and time.monotonic() < deadline:
+        if self.pool.in_flight and time.monotonic() < deadline:
             self._loop.call_later(STOP_POLL_SECONDS, self._stop_when_idle, deadline)
             return
         for connection in list(self.connections):
             connection.transport.close()
         self._loop.call_soon(self._loop.stop)  # after the closes have been flushed
-
-    # Slots: at most max_parallel misses in flight; hits need a free slot too, so that
-    # MAX_PARALLEL=1 means one request at a time, as on HTTP.
-
-    def wait_for_slot(self, connection: Connection) -> None:
-        if connection not in self._waiting:
-            self._waiting.append(connection)
-
-    def fetch(self, work: Callable[[], object], done: Callable[[Future], None]) -> None:
-        """Run `work` (a miss) on the pool; `done` gets its future back on the loop."""
-        self.in_flight += 1
-        future = self._pool.submit(work)
-        future.add_done_callback(lambda f: self._loop.call_soon_threadsafe(self._fetched, f, done))
-
-    def _fetched(self, future: Future, done: Callable[[Future], None]) -> None:
-        self.in_flight -= 1
-        done(future)
-        while self._waiting and self.in_flight < self.max_parallel:
-            self._waiting.popleft().process()
 
 
 class _Refused(asyncio.Protocol):

@@ -1,17 +1,21 @@
-"""The HTTP adapter: key decoding from the raw URI and the error map, over a fake fetch."""
+"""The HTTP front end: key decoding from the raw URI, the hit path, the error map, probes,
+metrics and the access log, over a real cache whose Redis is a fake."""
 
 from __future__ import annotations
 
 import logging
 
 import pytest
-from flask import request
+from flask import Flask, request
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from proxy import errors
-from proxy.app import ERROR_MAP, MAX_KEY_BYTES, create_app
-from proxy.config import Settings
+from proxy.cache import ReadThroughCache
+from proxy.http import create_app
+from proxy.http.app import ERROR_MAP
+from proxy.http.keys import MAX_KEY_BYTES
+from proxy.metrics import Metrics
 
 
 class RecordingFetch:
@@ -32,17 +36,27 @@ class RecordingFetch:
         if self.error is not None:
             raise self.error
 
-    def close(self) -> None:
-        pass
-
 
 @pytest.fixture
 def fetch() -> RecordingFetch:
     return RecordingFetch()
 
 
-def make_client(fetch: RecordingFetch, **settings: str) -> FlaskClient:
-    return create_app(Settings.from_env(settings), backend=fetch).test_client()
+def make_app(fetch: RecordingFetch, access_log: str = "hashed") -> Flask:
+    """The app as the composition root wires it, over `fetch` instead of Redis."""
+    cache = ReadThroughCache(maxsize=10000, ttl=60, load=fetch.get)
+    metrics = Metrics(cache)
+    return create_app(
+        cache,
+        requests=metrics.requests["http"],
+        check_ready=fetch.ping,
+        exposition=metrics.exposition,
+        access_log=access_log,
+    )
+
+
+def make_client(fetch: RecordingFetch, access_log: str = "hashed") -> FlaskClient:
+    return make_app(fetch, access_log).test_client()
 
 
 @pytest.fixture
@@ -119,7 +133,7 @@ def test_a_hit_is_answered_exactly_as_the_miss_before_it(
 
 
 def test_hits_are_answered_without_flask_dispatch(fetch: RecordingFetch) -> None:
-    app = create_app(Settings.from_env({}), backend=fetch)
+    app = make_app(fetch)
     dispatched: list[str] = []
     app.before_request(lambda: dispatched.append(request.full_path))
     client = app.test_client()
@@ -270,11 +284,11 @@ def test_access_log_shows_a_hit_as_it_showed_the_miss(client, fetch, caplog) -> 
 
 def test_access_log_raw_keys_when_asked(fetch, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="proxy.access"):
-        make_client(fetch, ACCESS_LOG="raw").get("/get/visible%2Fkey")
+        make_client(fetch, access_log="raw").get("/get/visible%2Fkey")
     assert access_lines(caplog)[0].startswith("GET /get/visible%2Fkey status=404")
 
 
 def test_access_log_off(fetch, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="proxy.access"):
-        make_client(fetch, ACCESS_LOG="off").get("/get/k")
+        make_client(fetch, access_log="off").get("/get/k")
     assert access_lines(caplog) == []

@@ -1,4 +1,7 @@
-"""Real processes for the black-box tests: a Redis server and the proxy, started by handle."""
+"""Real processes for the end-to-end tests and the benchmark: Redis and the proxy, by handle.
+
+Both e2e/ and bench/ import this module; neither owns it.
+"""
 
 from __future__ import annotations
 
@@ -21,11 +24,25 @@ START_DEADLINE = 15.0
 STOP_DEADLINE = 15.0
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def reserve_port() -> int:
+    """A TCP port on 127.0.0.1 that stays free for the server it is meant for.
+
+    Binding port 0 and closing again races: the kernel may hand the same port to anyone
+    before our server binds it. Instead the port is left in TIME_WAIT by a connection we
+    close from its accepting side first. For about a minute the kernel then gives it to no
+    one who asks for a free port (bind to 0, or connect), while a server that binds it by
+    number with SO_REUSEADDR (redis-server, Gunicorn and asyncio all set it) still can.
+    """
+    with socket.socket() as listener:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        address = listener.getsockname()
+        with socket.create_connection(address) as client:
+            accepted, _ = listener.accept()
+            accepted.close()  # the accepting side closes first: its port enters TIME_WAIT
+            client.recv(1)  # wait for the FIN, so the TIME_WAIT has begun when we return
+    return int(address[1])
 
 
 def poll(condition: Callable[[], bool], deadline: float, what: str) -> None:
@@ -70,7 +87,7 @@ class RedisServer:
     """
 
     def __init__(self, workdir: Path, extra_args: Sequence[str] = (), tls: bool = False) -> None:
-        self.port = free_port()
+        self.port = reserve_port()
         self.workdir = workdir
         self.args = ["--port", str(self.port), *extra_args]
         self.url = f"redis://127.0.0.1:{self.port}/0"
@@ -213,57 +230,3 @@ class Proxy:
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(STOP_DEADLINE)
-
-
-class HttpConnection:
-    """One raw keep-alive HTTP/1.1 connection, so a test decides exactly when clients connect."""
-
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-        self._buffer = b""
-
-    def send_get(self, path: str) -> None:
-        self.sock.sendall(f"GET {path} HTTP/1.1\r\nHost: proxy\r\n\r\n".encode())
-
-    def read_response(self) -> tuple[int, dict[str, str], bytes]:
-        """Status, headers (lower-cased names) and body of the next response."""
-        head = self._read_until(b"\r\n\r\n")
-        status_line, *lines = head.decode("latin-1").split("\r\n")
-        headers = {}
-        for line in lines:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-        body = self._read_exactly(int(headers.get("content-length", "0")))
-        return int(status_line.split()[1]), headers, body
-
-    def get(self, path: str) -> tuple[int, dict[str, str], bytes]:
-        self.send_get(path)
-        return self.read_response()
-
-    def closed_by_server(self) -> bool:
-        """Wait (up to the socket timeout) for the server to close; True if it did."""
-        try:
-            return self.sock.recv(1) == b""
-        except ConnectionResetError:
-            return True
-
-    def close(self) -> None:
-        self.sock.close()
-
-    def _read_until(self, marker: bytes) -> bytes:
-        while marker not in self._buffer:
-            self._fill()
-        head, _, self._buffer = self._buffer.partition(marker)
-        return head
-
-    def _read_exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            self._fill()
-        data, self._buffer = self._buffer[:size], self._buffer[size:]
-        return data
-
-    def _fill(self) -> None:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("the server closed the connection mid-response")
-        self._buffer += chunk

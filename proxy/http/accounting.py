@@ -1,0 +1,78 @@
+"""Per-request accounting on HTTP: latency and outcome into metrics, and the access log line."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from proxy.http.keys import GET_PREFIX
+from proxy.metrics import Recorder
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+# WSGI environ slots the hit path and the view fill in for Accounting.
+OUTCOME = "redis_cache_proxy.outcome"  # hit, miss, not_found or error
+KEY = "redis_cache_proxy.key"  # the decoded key
+QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
+access = logging.getLogger("proxy.access")
+ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
+
+
+class Accounting:
+    """WSGI middleware: times each request, counts reads by outcome, writes the access line.
+
+    Plain WSGI rather than Flask hooks: it sees the hits the hit path answers, which never
+    reach Flask, and per request it costs a closure, not Flask's hook dispatch.
+    """
+
+    def __init__(self, wsgi_app: WSGIApplication, stats: Recorder, access_log: str) -> None:
+        self.wsgi_app = wsgi_app
+        self.stats = stats
+        self.access_log = access_log
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        started = time.perf_counter()
+        sent: list[tuple[str, list[tuple[str, str]]]] = []
+
+        def capture(
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
+        ) -> object:
+            sent.append((status, headers))
+            return start_response(status, headers, exc_info)
+
+        body = self.wsgi_app(environ, capture)
+        seconds = time.perf_counter() - started
+        outcome = environ.get(OUTCOME)
+        if outcome is not None:
+            self.stats.record(outcome, seconds)
+        quiet = self.access_log == "off" or environ.get("PATH_INFO") in QUIET_PATHS
+        if sent and not quiet and access.isEnabledFor(logging.INFO):
+            self._log(environ, *sent[-1], seconds)
+        return body
+
+    def _log(
+        self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], seconds: float
+    ) -> None:
+        size = next((value for name, value in headers if name.lower() == "content-length"), "0")
+        access.info(
+            "%s %s status=%s bytes=%s duration_ms=%.2f",
+            environ.get("REQUEST_METHOD"),
+            _logged_target(self.access_log, environ),
+            status.split(" ", 1)[0],
+            size,
+            seconds * 1000,
+        )
+
+
+def _logged_target(access_log: str, environ: WSGIEnvironment) -> str:
+    """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw."""
+    key = environ.get(KEY)
+    if access_log == "raw" or key is None:
+        return str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
+    digest = hashlib.blake2b(key, digest_size=8).hexdigest()
+    return f"{GET_PREFIX}<key blake2b:{digest} len={len(key)}>"

@@ -1,0 +1,119 @@
+"""The HTTP app: `GET /get/<key>` from the shared read-through cache, probes and /metrics.
+
+create_app() receives built parts (the composition root, proxy/service.py, builds them) and
+only wires routes, the error map and the two middlewares around Flask.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import BaseConverter
+
+from proxy.cache import ReadThroughCache
+from proxy.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidKey,
+    KeyTooLong,
+    ProxyError,
+    WrongType,
+)
+from proxy.http.accounting import KEY, OUTCOME, Accounting
+from proxy.http.hits import HitPath, value_headers
+from proxy.http.keys import GET_PREFIX, key_of
+from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from proxy.metrics import Recorder
+
+# The error map: a typed error -> (HTTP status, short code for the JSON body). Looked up along
+# the exception's MRO, so the most specific row wins.
+ERROR_MAP: dict[type[ProxyError], tuple[int, str]] = {
+    KeyTooLong: (414, "key_too_long"),
+    InvalidKey: (400, "invalid_key"),
+    WrongType: (409, "wrong_type"),
+    BackendTimeout: (504, "backend_timeout"),
+    BackendUnavailable: (503, "backend_unavailable"),
+    BackendError: (502, "backend_error"),
+}
+RETRY_AFTER_SECONDS = "1"
+Answer = Response | tuple[Response, int]
+
+
+class _AnyPath(BaseConverter):
+    """Matches anything, even empty or with leading slashes; the key comes from the raw URI."""
+
+    regex = r"[\s\S]*"  # "." would stop at a %0A that Werkzeug already decoded to "\n"
+    part_isolating = False
+
+
+def _error_body(status: int, code: str, detail: str) -> tuple[Response, int]:
+    response = jsonify(error=code, detail=detail)
+    if status == 503:
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    return response, status
+
+
+def _proxy_error(exc: ProxyError) -> tuple[Response, int]:
+    status, code = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
+    return _error_body(status, code, str(exc))
+
+
+def _http_error(exc: HTTPException) -> tuple[Response, int]:
+    status = exc.code or 500
+    return _error_body(status, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+
+
+def create_app(
+    cache: ReadThroughCache,
+    *,
+    requests: Recorder,
+    check_ready: Callable[[], None],
+    exposition: Callable[[], bytes],
+    access_log: str,
+) -> Flask:
+    """The HTTP front end over `cache`. `check_ready` raises BackendError when Redis does not
+    answer; `exposition` renders /metrics; reads are recorded into `requests`."""
+    app = Flask(__name__, static_folder=None)  # no /static route to match on every request
+    # Keys may contain "//" and leading "/": never merge slashes or redirect.
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+    app.url_map.converters["anypath"] = _AnyPath
+    app.register_error_handler(ProxyError, _proxy_error)
+    app.register_error_handler(HTTPException, _http_error)
+    # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
+    front = Accounting(HitPath(app.wsgi_app, cache), requests, access_log)
+    app.wsgi_app = front  # type: ignore[method-assign]
+
+    @app.get(GET_PREFIX + "<anypath:_path>")
+    def get_key(_path: str) -> Answer:
+        # The hit path missed: look the key up (this may wait on Redis).
+        environ = request.environ
+        environ[OUTCOME] = "error"  # until the lookup says otherwise
+        key = environ[KEY] if KEY in environ else key_of(environ)
+        found = cache.lookup(key)
+        environ[OUTCOME] = found.outcome
+        if found.value is None:
+            return _error_body(404, "not_found", "no such key in Redis")
+        return Response(found.value, headers=value_headers(found.value))
+
+    @app.get("/livez")
+    def livez() -> Response:
+        # Never touches Redis: a Redis blip must not get every proxy restarted.
+        return jsonify(status="alive")
+
+    @app.get("/readyz")
+    def readyz() -> Answer:
+        try:
+            check_ready()
+        except BackendError as exc:
+            return _error_body(503, "not_ready", str(exc))
+        return jsonify(status="ready")
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(exposition(), content_type=METRICS_CONTENT_TYPE)
+
+    return app

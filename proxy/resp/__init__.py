@@ -1,0 +1,1 @@
+"""The RESP front end: codec, commands, connection, slots and the server that holds them."""

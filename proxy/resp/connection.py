@@ -1,0 +1,246 @@
+"""One RESP client connection: parses its requests, answers them in order, tracks its session.
+
+A GET is recognised once, as it arrives: a frame of nothing but GETs by `codec.get_keys`
+without the general parser, any other GET as the parser hands it over. The queue then holds
+a GET as its key (bytes) and every other command as its argument list. Runs of GETs are
+peeked under one cache-lock acquisition and their hits answered on the event loop; a GET the
+peek did not find goes to the pool as a lookup, as does anything else that may wait on Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from concurrent.futures import Future
+from functools import partial
+from typing import Any, cast
+
+from proxy.cache import ReadThroughCache
+from proxy.errors import (
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidKey,
+    ProtocolError,
+    ProxyError,
+    WrongType,
+)
+from proxy.metrics import Recorder
+from proxy.resp import codec as wire
+from proxy.resp import commands
+from proxy.resp.commands import Close, Deferred, Result, Session
+from proxy.resp.pool import MissPool
+
+log = logging.getLogger(__name__)
+
+MAX_GET_RUN = 64  # pipelined GETs peeked under one cache-lock acquisition
+MAX_QUEUED_COMMANDS = 1024  # parsed but unanswered, per connection; then stop reading
+Queued = bytes | list[bytes]  # a GET's key, or any other command
+
+# The error map: a typed error -> the RESP error line. `{}` is the error's own message.
+ERROR_MAP: dict[type[ProxyError], str] = {
+    WrongType: "WRONGTYPE Operation against a key holding the wrong kind of value",
+    BackendTimeout: "TRYAGAIN {}",
+    BackendUnavailable: "TRYAGAIN {}",
+    BackendError: "ERR backend: {}",
+    InvalidKey: "ERR {}",
+}
+
+
+def error_reply(exc: ProxyError) -> bytes:
+    template = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
+    return wire.error(template.format(exc))
+
+
+def queued(command: list[bytes]) -> Queued:
+    """How a parsed command waits in the queue: a well-formed GET as its key."""
+    if len(command) == 2 and command[0].upper() == b"GET":
+        return command[1]
+    return command
+
+
+class Connection(asyncio.Protocol):
+    """One RESP client: parses its requests, answers them in order, tracks its session."""
+
+    def __init__(
+        self,
+        session: Session,
+        cache: ReadThroughCache,
+        pool: MissPool,
+        stats: Recorder,
+        clients: set[Connection],
+    ) -> None:
+        self.session = session
+        self.cache = cache
+        self.pool = pool
+        self.stats = stats
+        self.clients = clients
+        self.parser = wire.RequestParser()
+        self.queue: deque[Queued] = deque()
+        self.transport: asyncio.Transport
+        self.deferred = False  # a request of this connection is on the pool
+        self.can_write = True
+        self.reading = True
+        self.closed = False
+        self.quitting = False
+        self.fatal: bytes | None = None  # a protocol error to send once earlier replies are out
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        self.clients.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.queue.clear()
+        self.clients.discard(self)
+
+    def eof_received(self) -> bool:
+        # The client finished sending: answer what it asked, then close (not at once).
+        self.quitting = True
+        self.process()
+        return True
+
+    def pause_writing(self) -> None:
+        self.can_write = False
+
+    def resume_writing(self) -> None:
+        self.can_write = True
+        self.process()
+
+    def data_received(self, data: bytes) -> None:
+        if self._answer_gets(data):
+            return
+        try:
+            parsed = self.parser.feed(data)
+        except ProtocolError as exc:
+            # As Redis does: answer the complete commands before the bad frame, then the
+            # error, then close (process() writes it once those answers are out).
+            self.queue.extend(map(queued, exc.commands_before))
+            self.fatal = wire.error(f"ERR Protocol error: {exc}")
+            self.transport.pause_reading()
+            self.process()
+            return
+        self._enqueue(map(queued, parsed))
+
+    def _enqueue(self, requests: Iterable[Queued]) -> None:
+        """Queue requests (reading pauses while too many wait) and answer what can be."""
+        self.queue.extend(requests)
+        if len(self.queue) > MAX_QUEUED_COMMANDS and self.reading:
+            self.reading = False
+            self.transport.pause_reading()
+        self.process()
+
+    def _answer_gets(self, data: bytes) -> bool:
+        """Answer a frame of nothing but GETs on an idle connection: leading hits at once, the
+        first miss to the pool, the rest queued. False leaves the frame to the parser
+        (anything else, or a connection with requests still waiting)."""
+        if self.queue or self.deferred or self.closed or not self.parser.empty:
+            return False
+        if not self.can_write or self.pool.full:
+            return False
+        started = time.perf_counter()
+        keys = wire.get_keys(data)
+        if keys is None:
+            return False
+        if len(keys) > MAX_GET_RUN:  # deep pipelines: process() answers them in bounded runs
+            self._enqueue(keys)
+            return True
+        if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
+            value = self.cache.peek(keys[0])
+            hits = 0 if value is None else 1
+            replies = b"" if value is None else wire.bulk(value)
+        else:
+            values = self.cache.peek_run(keys)
+            hits, replies = len(values), wire.bulks(values)
+        if hits:
+            self.transport.write(replies)
+            self.stats.record("hit", time.perf_counter() - started, hits)
+        if hits < len(keys):  # keys[hits] was peeked and missed; the rest wait their turn
+            self.queue.extend(keys[hits + 1 :])
+            self._defer(commands.read_key(self.session.protocol, keys[hits]))
+        return True
+
+    def process(self) -> None:
+        """Answer queued requests until one must wait (on the pool, a slot, full buffers)."""
+        replies: list[bytes] = []
+        queue = self.queue
+        while queue and self.can_write and not (self.deferred or self.closed):
+            if self.pool.full:
+                self.pool.wait_for_slot(self)
+                break
+            if type(queue[0]) is bytes:
+                if self._answer_hits(replies):
+                    continue
+                result: Result = commands.read_key(self.session.protocol, queue.popleft())
+            else:
+                result = commands.execute(self.session, cast(list[bytes], queue.popleft()))
+            self._apply(result, replies)
+        if replies:
+            self.transport.write(b"".join(replies))
+        self._after_processing()
+
+    def _answer_hits(self, replies: list[bytes]) -> bool:
+        """Peek the run of GETs at the head of the queue; answer its leading hits."""
+        started = time.perf_counter()
+        keys: list[bytes] = []
+        for request in self.queue:
+            if type(request) is not bytes or len(keys) == MAX_GET_RUN:
+                break
+            keys.append(request)
+        values = self.cache.peek_run(keys)
+        if not values:
+            return False
+        for _ in values:
+            self.queue.popleft()
+        replies.append(wire.bulks(values))
+        self.stats.record("hit", time.perf_counter() - started, len(values))
+        return True
+
+    def _apply(self, result: Result, replies: list[bytes]) -> None:
+        if isinstance(result, bytes):
+            replies.append(result)
+        elif isinstance(result, Deferred):
+            self._defer(result)
+        else:
+            self._close_after(result, replies)
+
+    def _close_after(self, result: Close, replies: list[bytes]) -> None:
+        replies.append(result.reply)
+        self.queue.clear()  # nothing after QUIT is answered
+        self.quitting = True
+
+    def _after_processing(self) -> None:
+        """Close once everything is answered if the client is leaving; resume reading."""
+        finished = not (self.queue or self.deferred or self.closed)
+        if finished and (self.fatal or self.quitting):
+            if self.fatal:
+                self.transport.write(self.fatal)
+            self.transport.close()
+            self.closed = True
+        elif not self.reading and len(self.queue) < MAX_QUEUED_COMMANDS // 2:
+            self.reading = True
+            self.transport.resume_reading()
+
+    def _defer(self, deferred: Deferred[Any]) -> None:
+        """Run a read on the pool; its reply (or the mapped error) is written when it is done."""
+        self.deferred = True
+        started = time.perf_counter()
+        work = partial(deferred.work, self.cache)
+        self.pool.run(work, partial(self._deferred_done, deferred, started))
+
+    def _deferred_done(self, deferred: Deferred[Any], started: float, future: Future[Any]) -> None:
+        self.deferred = False
+        try:
+            reply, outcome = deferred.render(future.result())
+        except ProxyError as exc:
+            reply, outcome = error_reply(exc), "error"
+        except Exception:
+            log.exception("RESP request failed")
+            reply, outcome = wire.error("ERR internal error in the proxy (logged)"), "error"
+        self.stats.record(outcome, time.perf_counter() - started)
+        if not self.closed:
+            self.transport.write(reply)
+            self.process()

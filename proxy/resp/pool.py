@@ -1,0 +1,65 @@
+"""The RESP front end's slots: at most MAX_PARALLEL requests in progress, misses on threads.
+
+A request that may wait on Redis runs on one of MAX_PARALLEL pool threads, so it never stalls
+the event loop; its result comes back on the loop. Hits need a free slot too, so that
+MAX_PARALLEL=1 means one request at a time, as on HTTP: past that, connections wait their turn
+in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Protocol, TypeVar
+
+T = TypeVar("T")
+
+
+class Waiter(Protocol):
+    """A connection that stopped for want of a slot, and carries on when given one."""
+
+    def process(self) -> None: ...
+
+
+class MissPool:
+    """MAX_PARALLEL threads for requests that may wait on Redis, and the queue for slots."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_parallel: int) -> None:
+        self.max_parallel = max_parallel
+        self.in_flight = 0  # requests running on the pool's threads
+        self._loop = loop
+        self._waiting: deque[Waiter] = deque()
+        self._threads = ThreadPoolExecutor(max_parallel, thread_name_prefix="resp-miss")
+
+    @property
+    def waiting(self) -> int:
+        """Connections waiting for a slot."""
+        return len(self._waiting)
+
+    @property
+    def full(self) -> bool:
+        """No slot is free: a request must wait, hits included."""
+        return self.in_flight >= self.max_parallel
+
+    def wait_for_slot(self, waiter: Waiter) -> None:
+        """Call `waiter.process()` once a slot is free, after those that waited before it."""
+        if waiter not in self._waiting:
+            self._waiting.append(waiter)
+
+    def run(self, work: Callable[[], T], done: Callable[[Future[T]], None]) -> None:
+        """Run `work` on a pool thread; `done` gets its future back on the loop."""
+        self.in_flight += 1
+        future = self._threads.submit(work)
+        future.add_done_callback(lambda f: self._loop.call_soon_threadsafe(self._finished, f, done))
+
+    def _finished(self, future: Future[T], done: Callable[[Future[T]], None]) -> None:
+        self.in_flight -= 1
+        done(future)
+        while self._waiting and not self.full:
+            self._waiting.popleft().process()
+
+    def shutdown(self) -> None:
+        """Stop the threads; queued work is dropped (the connections are closing)."""
+        self._threads.shutdown(wait=False, cancel_futures=True)

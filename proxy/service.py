@@ -1,0 +1,85 @@
+"""The composition root: builds every part of one worker, starts them and stops them.
+
+Only the Gunicorn worker (proxy/worker.py) imports this module; it owns the lifecycle:
+build() when it loads the app, start() before it counts as booted, stop_accepting() on
+SIGTERM and stop() once HTTP has drained. Everything else receives its parts ready-made.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+
+from proxy.backend import Backend
+from proxy.cache import ReadThroughCache
+from proxy.config import Settings
+from proxy.http import create_app
+from proxy.invalidation import Invalidator
+from proxy.metrics import ConnectionCounts, Metrics
+from proxy.resp.server import RespServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Service:
+    """The parts one worker shares between its HTTP and RESP front ends."""
+
+    settings: Settings
+    backend: Backend
+    cache: ReadThroughCache
+    metrics: Metrics
+    http_app: Flask
+    invalidator: Invalidator | None = None
+    resp: RespServer | None = None
+
+    @classmethod
+    def build(cls, settings: Settings) -> Service:
+        """Every part, wired; nothing runs yet."""
+        tracking = settings.cache_invalidation == "tracking"
+        backend = Backend(settings.redis_url, settings.redis_timeout, track_reads=tracking)
+        cache = ReadThroughCache(settings.cache_maxsize, settings.cache_ttl, backend.get)
+        invalidator = Invalidator(cache, backend) if tracking else None
+        metrics = Metrics(cache, invalidator)
+        http_app = create_app(
+            cache,
+            requests=metrics.requests["http"],
+            check_ready=backend.ping,
+            exposition=metrics.exposition,
+            access_log=settings.access_log,
+        )
+        return cls(settings, backend, cache, metrics, http_app, invalidator)
+
+    def start(self, http: ConnectionCounts) -> None:
+        """Start the invalidation link and the RESP front end; watch both front ends' clients.
+        Raises OSError if RESP_PORT cannot be bound."""
+        log.info("redis-cache-proxy starting: %s", self.settings.describe())
+        self.metrics.watch_connections("http", http)
+        if self.invalidator is not None:
+            self.invalidator.start()
+        if self.settings.resp_port:
+            self.resp = RespServer(
+                self.cache,
+                host=self.settings.proxy_host,
+                port=self.settings.resp_port,
+                max_parallel=self.settings.max_parallel,
+                max_connections=self.settings.max_connections,
+                stats=self.metrics.requests["resp"],
+            ).start()
+            self.metrics.watch_connections("resp", self.resp)
+
+    def stop_accepting(self) -> None:
+        """On SIGTERM: no new RESP clients (Gunicorn stops HTTP accepting itself)."""
+        if self.resp is not None:
+            self.resp.stop_accepting()
+
+    def stop(self, timeout: float) -> None:
+        """After HTTP has drained: let RESP requests finish, then close RESP and Redis."""
+        if self.resp is not None:
+            self.resp.stop(timeout)
+        if self.invalidator is not None:
+            self.invalidator.stop()
+        self.backend.close()
+        log.info("redis-cache-proxy stopped")
