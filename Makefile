@@ -44,6 +44,7 @@ $(VENV)/.bench: requirements-bench.txt
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: venv
 	$(BIN)/ruff check --fix .

@@ -35,7 +35,7 @@ UNKNOWN = b"-ERR only GET here\r\n"  # redis-benchmark's CONFIG GET on connect; 
 class Ceiling(asyncio.Protocol):
     """One client: each complete command answered, a partial one kept for the next read."""
 
-    def __init__(self, cache: cachetools.TTLCache, lock: threading.Lock) -> None:
+    def __init__(self, cache: cachetools.TTLCache[bytes, bytes], lock: threading.Lock) -> None:
         self.cache, self.lock = cache, lock
         self.pending = b""
         self.transport: asyncio.Transport
@@ -74,7 +74,7 @@ class Ceiling(asyncio.Protocol):
 
 def main(port: int) -> None:
     # As full as the proxy's cache is in the benchmark; entries outlive the run, as there.
-    cache: cachetools.TTLCache = cachetools.TTLCache(CAPACITY, 3600)
+    cache: cachetools.TTLCache[bytes, bytes] = cachetools.TTLCache(CAPACITY, 3600)
     for number in range(CAPACITY):
         cache[key_name(number).encode()] = VALUE
     lock = threading.Lock()

@@ -72,4 +72,8 @@ def start_proxy(tmp_path: Path, proxy_env: Callable[..., dict[str, str]]) -> Ite
 def key() -> Callable[[str], str]:
     """Unique key names per test, so tests sharing one Redis never see each other's data."""
     prefix = uuid.uuid4().hex[:12]
-    return lambda name="k": f"{prefix}:{name}"
+
+    def name_key(name: str = "k") -> str:
+        return f"{prefix}:{name}"
+
+    return name_key

@@ -161,7 +161,7 @@ def read_is_hit(proxy, redis_server, name: str) -> bool:
     """Read through the proxy; a hit is a read that caused no GET on Redis."""
     before = redis_server.get_calls()
     assert proxy.get(path_for(name)).status_code == 200
-    return redis_server.get_calls() == before
+    return bool(redis_server.get_calls() == before)
 
 
 def test_eviction_is_least_recently_read_not_first_in(start_proxy, redis_server, key) -> None:

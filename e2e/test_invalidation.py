@@ -33,7 +33,10 @@ def seconds_until(condition, deadline: float = 2.0) -> float:
 def test_set_of_a_cached_key_shows_within_100_ms_p99_over_200_writes(tracked) -> None:
     backing, proxy = tracked
     session = requests.Session()
-    read = lambda: session.get(f"{proxy.url}/get/counter", timeout=5).content  # noqa: E731
+
+    def read() -> bytes:
+        return session.get(f"{proxy.url}/get/counter", timeout=5).content
+
     backing.client.set("counter", b"0")
     assert read() == b"0"
     delays = []

@@ -181,7 +181,7 @@ def test_sigterm_lets_an_in_flight_resp_request_finish_and_exits_0(
     proxy = start_proxy(backing, redis_timeout=5)
     client = redis.Redis(port=proxy.resp_port, socket_timeout=10, single_connection_client=True)
     assert client.ping()
-    answer: list[bytes | None] = []
+    answer: list[object] = []
     reader = threading.Thread(target=lambda: answer.append(client.get("slow")))
     backing.client.execute_command("CLIENT", "PAUSE", "1500", "ALL")
     reader.start()

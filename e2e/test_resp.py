@@ -54,6 +54,7 @@ def test_redis_py_hit_and_miss(proxy, redis_server, key, protocol) -> None:
     assert client.get(key("absent")) is None
     assert client.mget(key(), key("absent")) == [b"\x00binary\xff", None]
     expected_protocol = 3 if protocol is None else 2  # redis-py 8 sends HELLO 3 by default
+    assert client.connection is not None
     assert int(client.connection.protocol) == expected_protocol
 
 

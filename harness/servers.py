@@ -13,10 +13,13 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -91,7 +94,7 @@ class RedisServer:
         self.workdir = workdir
         self.args = ["--port", str(self.port), *extra_args]
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        client_tls: dict[str, object] = {}
+        client_tls: dict[str, Any] = {}
         if tls:
             workdir.mkdir(parents=True, exist_ok=True)
             cert, key = self_signed_certificate(workdir)
@@ -103,7 +106,12 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
         # The tests' own client: RESP2, and failing fast rather than retrying.
         self.client = redis.Redis(
-            host="127.0.0.1", port=self.port, protocol=2, socket_timeout=5, retry=None, **client_tls
+            host="127.0.0.1",
+            port=self.port,
+            protocol=2,
+            socket_timeout=5,
+            retry=Retry(NoBackoff(), 0),
+            **client_tls,
         )
 
     def start(self) -> RedisServer:
@@ -196,7 +204,7 @@ class Proxy:
             return False
         return answer.startswith(b"HTTP/1.1 ")
 
-    def get(self, path: str, **kwargs) -> requests.Response:
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
         return requests.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
 
     def worker_pid(self) -> int:

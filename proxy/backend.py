@@ -9,10 +9,11 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
+from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import Connection
+from redis.connection import Connection, ConnectionInterface
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -82,10 +83,11 @@ class Backend:
         """The value stored under `key`, or None when Redis has no such key."""
         try:
             with redis_errors_as_typed(self.timeout):
-                return self._client.get(key)
+                value = self._client.get(key)
         except BackendError as exc:
             self._warnings.warn(exc)
             raise
+        return cast(bytes | None, value)  # bytes, as decode_responses is off
 
     def ping(self) -> None:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""
@@ -140,7 +142,7 @@ class InvalidationLink:
             protocol=2,
             client_name="redis-cache-proxy-invalidation",
         )
-        self._connection: Connection | None = None
+        self._connection: ConnectionInterface | None = None
         self._last_heard = 0.0
         self._ping_sent: float | None = None
 

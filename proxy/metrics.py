@@ -20,8 +20,8 @@ from prometheus_client.core import (
     Metric,
 )
 
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
-LATENCY_BUCKETS += (0.5, 1.0, 2.5, 5.0, 10.0)
+LATENCY_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
+LATENCY_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("hit", "miss", "not_found", "error")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 

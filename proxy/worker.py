@@ -27,6 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
 import gunicorn
 from gunicorn.workers.gthread import TConn, ThreadWorker
@@ -133,7 +134,7 @@ def _hung_up(sock: socket.socket) -> bool:
 class ProxyWorker(ThreadWorker):
     """gthread that refuses clients past MAX_CONNECTIONS and never blocks its event loop."""
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_limit = self.cfg.worker_connections
         # The stock run loop stops accepting at worker_connections; we count ourselves.
@@ -146,7 +147,7 @@ class ProxyWorker(ThreadWorker):
     @property
     def clients(self) -> int:
         """Connected HTTP clients (for metrics)."""
-        return self.nr_conns
+        return int(self.nr_conns)
 
     def init_process(self) -> None:
         if gunicorn.version_info != TESTED_GUNICORN:

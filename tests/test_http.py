@@ -9,6 +9,7 @@ import pytest
 from flask import Flask, request
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
+from werkzeug.test import TestResponse
 
 from proxy import errors
 from proxy.cache import ReadThroughCache
@@ -35,6 +36,12 @@ class RecordingFetch:
     def ping(self) -> None:
         if self.error is not None:
             raise self.error
+
+
+def error_code(response: TestResponse) -> str:
+    """The `error` field of a JSON error body."""
+    assert response.json is not None
+    return str(response.json["error"])
 
 
 @pytest.fixture
@@ -147,7 +154,7 @@ def test_hits_are_answered_without_flask_dispatch(fetch: RecordingFetch) -> None
 def test_other_methods_are_405(client: FlaskClient, method: str) -> None:
     response = getattr(client, method)("/get/k")
     assert response.status_code == 405
-    assert response.json["error"] == "method_not_allowed"
+    assert error_code(response) == "method_not_allowed"
 
 
 @pytest.mark.parametrize(
@@ -163,7 +170,7 @@ def test_bad_keys_are_rejected_before_redis(
     client: FlaskClient, fetch: RecordingFetch, path: str, status: int, code: str
 ) -> None:
     response = client.get(path)
-    assert (response.status_code, response.json["error"]) == (status, code)
+    assert (response.status_code, error_code(response)) == (status, code)
     assert fetch.keys == []
 
 
@@ -197,7 +204,7 @@ def test_unavailable_backend_says_when_to_retry(client: FlaskClient, fetch: Reco
 
 
 def _subclasses(cls: type) -> set[type]:
-    direct = set(cls.__subclasses__())
+    direct: set[type] = set(cls.__subclasses__())
     return direct.union(*(_subclasses(sub) for sub in direct))
 
 
@@ -208,7 +215,7 @@ def test_every_proxy_error_has_a_row_in_the_error_map() -> None:
 
 def test_unknown_path_is_json_404(client: FlaskClient) -> None:
     response = client.get("/nowhere")
-    assert (response.status_code, response.json["error"]) == (404, "not_found")
+    assert (response.status_code, error_code(response)) == (404, "not_found")
 
 
 def test_livez_is_200_even_when_redis_is_down(client: FlaskClient, fetch: RecordingFetch) -> None:

@@ -23,7 +23,7 @@ class Transport:
 
 
 def ceiling() -> tuple[Ceiling, Transport]:
-    cache: cachetools.TTLCache = cachetools.TTLCache(10, 60)
+    cache: cachetools.TTLCache[bytes, bytes] = cachetools.TTLCache(10, 60)
     cache.update(DATA)
     protocol, transport = Ceiling(cache, threading.Lock()), Transport()
     protocol.connection_made(transport)  # type: ignore[arg-type]

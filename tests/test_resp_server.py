@@ -22,7 +22,11 @@ from proxy.resp.connection import ERROR_MAP
 from proxy.resp.server import RespServer
 
 DEADLINE = 5.0
-DATA = {b"k": b"v", b"big": b"x" * 5_000_000, b"list": errors.WrongType("not a string")}
+DATA: dict[bytes, bytes | Exception] = {
+    b"k": b"v",
+    b"big": b"x" * 5_000_000,
+    b"list": errors.WrongType("not a string"),
+}
 
 
 class Fetch:
@@ -71,7 +75,7 @@ def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
 
 
 @pytest.fixture
-def server(start_server) -> RespServer:
+def server(start_server: Callable[..., RespServer]) -> RespServer:
     return start_server()
 
 

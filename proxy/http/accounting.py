@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -40,8 +40,8 @@ class Accounting:
         sent: list[tuple[str, list[tuple[str, str]]]] = []
 
         def capture(
-            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None
-        ) -> object:
+            status: str, headers: list[tuple[str, str]], exc_info: ExcInfo | None = None, /
+        ) -> Callable[[bytes], object]:
             sent.append((status, headers))
             return start_response(status, headers, exc_info)
 

@@ -171,12 +171,14 @@ class Connection(asyncio.Protocol):
             if self.pool.full:
                 self.pool.wait_for_slot(self)
                 break
-            if type(queue[0]) is bytes:
+            head = queue[0]
+            if isinstance(head, bytes):
                 if self._answer_hits(replies):
                     continue
-                result: Result = commands.read_key(self.session.protocol, queue.popleft())
+                result: Result = commands.read_key(self.session.protocol, head)
             else:
-                result = commands.execute(self.session, cast(list[bytes], queue.popleft()))
+                result = commands.execute(self.session, head)
+            queue.popleft()
             self._apply(result, replies)
         if replies:
             self.transport.write(b"".join(replies))
@@ -187,7 +189,7 @@ class Connection(asyncio.Protocol):
         started = time.perf_counter()
         keys: list[bytes] = []
         for request in self.queue:
-            if type(request) is not bytes or len(keys) == MAX_GET_RUN:
+            if not isinstance(request, bytes) or len(keys) == MAX_GET_RUN:
                 break
             keys.append(request)
         values = self.cache.peek_run(keys)

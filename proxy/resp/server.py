@@ -53,7 +53,7 @@ class RespServer:
         self._ids = itertools.count(1)
         # uvloop: libuv's C event loop, for the per-GET cost of the loop itself
         # (docs/performance.md compares it with asyncio's own).
-        self._loop = uvloop.new_event_loop()
+        self._loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         self.pool = MissPool(self._loop, max_parallel)
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._serve, name="resp-loop", daemon=True)
@@ -93,10 +93,11 @@ class RespServer:
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
         try:
-            self._server = self._loop.run_until_complete(
+            server = self._loop.run_until_complete(
                 self._loop.create_server(self._protocol_for_new_client, self.host, self.port)
             )
-            self.port = self._server.sockets[0].getsockname()[1]  # the kernel's pick for 0
+            self.port = server.sockets[0].getsockname()[1]  # the kernel's pick for port 0
+            self._server = server
         except OSError as exc:
             self._start_error = exc
             self._started.set()
