@@ -1,5 +1,5 @@
-# Verbs: run, test, lint, format, bench, clean (and venv). Docker Compose where a Docker engine
-# answers, local processes from .venv otherwise (override with DOCKER=yes or DOCKER=no).
+# Verbs: run, seed, test, lint, format, bench, clean (and venv). Docker Compose where a Docker
+# engine answers, local processes from .venv otherwise (override with DOCKER=yes or DOCKER=no).
 SHELL := bash
 PYTHON ?= python3
 VENV := .venv
@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DOCKER ?= $(shell docker info >/dev/null 2>&1 && echo yes || echo no)
 COMPOSE ?= docker compose
 
-.PHONY: venv run test lint format bench clean
+.PHONY: venv run seed test lint format bench clean
 BENCH_SECONDS ?= 8
 BENCH_ROUNDS ?= 4
 
@@ -22,12 +22,20 @@ ifeq ($(DOCKER),yes)
 run:
 	$(COMPOSE) up --build redis proxy
 
+# Inside the running proxy container, where REDIS_URL names the compose Redis.
+seed:
+	$(COMPOSE) exec -T proxy python - < scripts/seed.py
+
 test:
 	$(COMPOSE) --profile test build e2e
 	$(COMPOSE) --profile test run --rm e2e
 else
 run: venv
 	scripts/run-local
+
+# A few sample keys into REDIS_URL (environment over .env), the Redis `make run` uses.
+seed: venv
+	PYTHONPATH=. $(BIN)/python scripts/seed.py
 
 test: venv
 	$(BIN)/pytest

@@ -1,7 +1,11 @@
-"""Gunicorn settings for the floor app: gunicorn.conf.py's own, with only the app swapped."""
+"""Gunicorn settings for the floor app: gunicorn.conf.py's own, with only the app swapped.
+
+The worker keeps the proxy's client handling (ClientLimitWorker) without the proxy's service,
+which ProxyWorker would build and serve in place of the floor app.
+"""
 
 import runpy
 
-_production = runpy.run_path("gunicorn.conf.py")
-globals().update({name: value for name, value in _production.items() if name != "post_worker_init"})
+globals().update(runpy.run_path("gunicorn.conf.py"))
 wsgi_app = "bench.floor_app:app"
+worker_class = "proxy.worker.ClientLimitWorker"

@@ -74,6 +74,8 @@ def run_all(scratch: Path) -> list[Result]:
     seed(backing.client)
     proxy = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
     floor = start(scratch, backing, "bench/floor.conf.py", PROXY_SETTINGS)
+    # The floor answers any key with its constant; a 404 would mean the proxy answered instead.
+    assert floor.get("/get/absent-from-redis").status_code == 200, "the floor app is not served"
     try:
         warm(proxy)
         results = http_scenarios(scratch, proxy, floor)
@@ -119,15 +121,22 @@ def progress(result: Result, prefix: str = "") -> Result:
 Measure = Callable[[int], Result]  # runs one scenario for the given seconds
 
 
-def interleaved(measures: list[Measure], before_round: Callable[[], None]) -> list[Result]:
-    """Each measure once per round, in turn. Each keeps its median round (by throughput) and
-    every round's throughput, from which the report takes round-by-round ratios."""
+def interleaved(
+    measures: list[Measure], before_round: Callable[[], None], alternate: bool = False
+) -> list[Result]:
+    """Each measure once per round, in turn (in reverse order every other round if
+    `alternate`, so that going first or last favours no one). Each keeps its median round (by
+    throughput) and every round's throughput, from which round-by-round ratios are taken."""
     rounds: list[list[Result]] = []
     for number in range(1, ROUNDS + 1):
         before_round()
-        rounds.append(
-            [progress(measure(ROUND_SECONDS), f"round {number}/{ROUNDS}: ") for measure in measures]
-        )
+        order = list(range(len(measures)))
+        if alternate and number % 2 == 0:
+            order.reverse()
+        results: dict[int, Result] = {}
+        for index in order:
+            results[index] = progress(measures[index](ROUND_SECONDS), f"round {number}/{ROUNDS}: ")
+        rounds.append([results[index] for index in range(len(measures))])
     return [progress(median(list(runs)), "median: ") for runs in zip(*rounds, strict=True)]
 
 

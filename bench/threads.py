@@ -1,4 +1,4 @@
-"""The MAX_PARALLEL sweep behind the README's "Defaults chosen": proxies side by side.
+"""The MAX_PARALLEL sweep behind docs/performance.md's "Defaults chosen": proxies side by side.
 
 `BENCH_ROUNDS=5 .venv/bin/python -m bench.threads [values]` (default 1,2,4) starts one Redis
 and one proxy per MAX_PARALLEL value, otherwise with `make bench`'s settings, then measures HTTP

@@ -154,12 +154,18 @@ class RedisServer:
 
 
 class Proxy:
-    """The proxy as production runs it: `gunicorn -c gunicorn.conf.py` from the project root."""
+    """The proxy as production runs it: `gunicorn -c gunicorn.conf.py` from the project root
+    (`root`: another checkout of the project, for side-by-side comparisons)."""
 
     def __init__(
-        self, env: Mapping[str, str], log_path: Path, config: str = "gunicorn.conf.py"
+        self,
+        env: Mapping[str, str],
+        log_path: Path,
+        config: str = "gunicorn.conf.py",
+        root: Path = ROOT,
     ) -> None:
         self.config = config
+        self.root = root
         self.port = int(env["PROXY_PORT"])
         self.resp_port = int(env.get("RESP_PORT", "0"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -181,7 +187,7 @@ class Proxy:
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
                 [GUNICORN, "-c", self.config],
-                cwd=ROOT,
+                cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -11,10 +11,14 @@ Stock gthread (Gunicorn 27.0.1, pinned) has behaviours a cache proxy cannot keep
 * it keeps only `worker_connections - threads` connections alive and closes the others after
   each response.
 
-This worker always accepts. Past the limit it answers 503 at once and closes; under it, a new
-connection waits in the poller (costing no thread) until it sends something, for at most the
+ClientLimitWorker always accepts. Past the limit it answers 503 at once and closes; under it, a
+new connection waits in the poller (costing no thread) until it sends something, for at most the
 keep-alive timeout; every connection within the limit may be kept alive; and closes linger in
 the poller instead of blocking it.
+
+ProxyWorker, the class gunicorn.conf.py names, is that worker owning the proxy's service: it
+builds and starts it when Gunicorn loads the app, and stops it when the run loop ends. (The
+benchmark's Flask floor runs under ClientLimitWorker alone.)
 """
 
 from __future__ import annotations
@@ -131,7 +135,7 @@ def _hung_up(sock: socket.socket) -> bool:
         return True
 
 
-class ProxyWorker(ThreadWorker):
+class ClientLimitWorker(ThreadWorker):
     """gthread that refuses clients past MAX_CONNECTIONS and never blocks its event loop."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -142,7 +146,6 @@ class ProxyWorker(ThreadWorker):
         # Every connection within the limit may stay alive; the limit already bounds them.
         self.max_keepalived = self.client_limit
         self.refused = 0
-        self.service: Service | None = None  # built and started by load_wsgi()
 
     @property
     def clients(self) -> int:
@@ -158,31 +161,9 @@ class ProxyWorker(ThreadWorker):
             )
         super().init_process()
 
-    def load_wsgi(self) -> None:
-        """Build the service and start it; Gunicorn serves its HTTP app.
-
-        Started here, before Gunicorn counts the worker as booted, so a RESP port that cannot
-        be bound stops Gunicorn with a boot error instead of respawning the worker forever.
-        """
-        settings = Settings.load()
-        _send_logs_where_gunicorn_does(settings.log_level)
-        self.service = Service.build(settings)
-        self.service.start(http=self)
-        self.wsgi = self.service.http_app
-
     def run(self) -> None:
         self.lingerer = Lingerer(self.poller)
-        try:
-            super().run()  # returns after SIGTERM, once in-flight HTTP requests are done
-        finally:
-            if self.service is not None:
-                self.service.stop(self.cfg.graceful_timeout)
-
-    def handle_exit(self, sig: int, frame: object) -> None:
-        """SIGTERM: stop accepting on both front ends; in-flight requests still finish."""
-        super().handle_exit(sig, frame)
-        if self.service is not None:
-            self.service.stop_accepting()
+        super().run()  # returns after SIGTERM, once in-flight HTTP requests are done
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -247,6 +228,39 @@ class ProxyWorker(ThreadWorker):
     def murder_pending(self) -> None:
         super().murder_pending()
         self.lingerer.expire()
+
+
+class ProxyWorker(ClientLimitWorker):
+    """The proxy's worker: owns the service (proxy/service.py) from build to stop."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.service: Service | None = None  # built and started by load_wsgi()
+
+    def load_wsgi(self) -> None:
+        """Build the service and start it; Gunicorn serves its HTTP app.
+
+        Started here, before Gunicorn counts the worker as booted, so a RESP port that cannot
+        be bound stops Gunicorn with a boot error instead of respawning the worker forever.
+        """
+        settings = Settings.load()
+        _send_logs_where_gunicorn_does(settings.log_level)
+        self.service = Service.build(settings)
+        self.service.start(http=self)
+        self.wsgi = self.service.http_app
+
+    def run(self) -> None:
+        try:
+            super().run()
+        finally:
+            if self.service is not None:
+                self.service.stop(self.cfg.graceful_timeout)
+
+    def handle_exit(self, sig: int, frame: object) -> None:
+        """SIGTERM: stop accepting on both front ends; in-flight requests still finish."""
+        super().handle_exit(sig, frame)
+        if self.service is not None:
+            self.service.stop_accepting()
 
 
 def _send_logs_where_gunicorn_does(level: str) -> None:

@@ -145,23 +145,29 @@ class Connection(asyncio.Protocol):
         keys = wire.get_keys(data)
         if keys is None:
             return False
-        if len(keys) > MAX_GET_RUN:  # deep pipelines: process() answers them in bounded runs
-            self._enqueue(keys)
-            return True
         if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
             value = self.cache.peek(keys[0])
-            hits = 0 if value is None else 1
-            replies = b"" if value is None else wire.bulk(value)
-        else:
-            values = self.cache.peek_run(keys)
-            hits, replies = len(values), wire.bulks(values)
+            if value is None:
+                self._defer(commands.read_key(self.session.protocol, keys[0]))
+            else:
+                self.transport.write(wire.bulk(value))
+                self.stats.record("hit", time.perf_counter() - started)
+        elif len(keys) <= MAX_GET_RUN:
+            self._answer_run(keys, started)
+        else:  # a deep pipeline: process() answers it in bounded runs
+            self._enqueue(keys)
+        return True
+
+    def _answer_run(self, keys: list[bytes], started: float) -> None:
+        """Answer the leading hits of a run of GETs; the first miss goes to the pool."""
+        values = self.cache.peek_run(keys)
+        hits = len(values)
         if hits:
-            self.transport.write(replies)
+            self.transport.write(wire.bulks(values))
             self.stats.record("hit", time.perf_counter() - started, hits)
         if hits < len(keys):  # keys[hits] was peeked and missed; the rest wait their turn
             self.queue.extend(keys[hits + 1 :])
             self._defer(commands.read_key(self.session.protocol, keys[hits]))
-        return True
 
     def process(self) -> None:
         """Answer queued requests until one must wait (on the pool, a slot, full buffers)."""
