@@ -41,7 +41,8 @@ test: venv
 	$(BIN)/pytest
 endif
 
-# Needs wrk and redis-benchmark (Debian: apt-get install wrk redis-tools). Local processes only.
+# Needs wrk, redis-benchmark and the anchors (Debian: apt-get install wrk redis-tools varnish
+# webdis nutcracker). Local processes only.
 bench: venv $(VENV)/.bench
 	BENCH_SECONDS=$(BENCH_SECONDS) BENCH_ROUNDS=$(BENCH_ROUNDS) $(BIN)/python -m bench.run
 

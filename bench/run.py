@@ -1,8 +1,10 @@
 """`make bench`: the proxy measured against its floors, side by side in one run.
 
 Starts its own Redis, the proxy (the production command), the floor app (the same Gunicorn
-settings) and, for RESP at 50 connections, the Python ceiling (bench/resp_ceiling.py); seeds and
-warms, then measures with wrk (HTTP) and redis-benchmark (RESP). Prints a progress line per run
+settings), the anchors a user would run instead (bench/anchors.py: webdis, Varnish in front of
+it, twemproxy) and, for RESP at 50 connections, the Python ceiling (bench/resp_ceiling.py);
+seeds and warms, then measures with wrk (HTTP, a random key of 10,000 per request) and
+redis-benchmark (RESP). Prints a progress line per run
 and writes bench/results.md and bench/results.png.
 Scenarios compared with each other run interleaved, in BENCH_ROUNDS short rounds, so that a slow
 spell of this noisy machine hits the proxy and its floor alike. Each scenario shows its median
@@ -24,11 +26,21 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import redis
 import requests
 
+from bench.anchors import (
+    TWEMPROXY,
+    VARNISH,
+    WEBDIS,
+    Anchors,
+    missing_programs,
+    running_anchors,
+    webdis_path,
+)
 from bench.report import Result, write_report
 from bench.resp_ceiling import running_ceiling
 from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
@@ -39,6 +51,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
 ROUND_SECONDS = max(1, round(SECONDS / ROUNDS))  # wrk takes whole seconds
 OUT = Path(os.environ.get("BENCH_OUT", "bench"))
 CEILING = "Python RESP ceiling"  # bench/resp_ceiling.py
+HTTP_KEYS = CAPACITY  # every HTTP scenario spreads its reads over as many keys as are cached
 SPREAD_KEYS = 200_000  # far more than CAPACITY: the HTTP miss scenario
 MEMORY_ENTRIES = 100_000
 PROXY_SETTINGS = {
@@ -52,12 +65,14 @@ PROXY_SETTINGS = {
 
 
 def main() -> int:
-    for tool in ("wrk", "redis-benchmark"):
-        if shutil.which(tool) is None:
-            print(
-                f"bench: {tool} is missing; install Debian's wrk and redis-tools", file=sys.stderr
-            )
-            return 2
+    missing = [tool for tool in ("wrk", "redis-benchmark") if shutil.which(tool) is None]
+    if missing or missing_programs():
+        print(
+            f"bench: missing {', '.join([*missing, *missing_programs()])}; install Debian's "
+            "wrk, redis-tools, varnish, webdis and nutcracker",
+            file=sys.stderr,
+        )
+        return 2
     print(
         f"bench: {ROUNDS} interleaved rounds of {ROUND_SECONDS} s per timed scenario; "
         f"proxy settings: {PROXY_SETTINGS}"
@@ -71,24 +86,32 @@ def main() -> int:
 
 def run_all(scratch: Path) -> list[Result]:
     backing = RedisServer(scratch / "redis").start()
-    seed(backing.client)
+    try:
+        seed(backing.client)
+        results = measure_servers(scratch, backing)
+        results.append(memory(scratch, backing))
+    finally:
+        backing.stop()
+    return results
+
+
+def measure_servers(scratch: Path, backing: RedisServer) -> list[Result]:
+    """Every timed scenario, and coalescing, with the proxy, the floor and the anchors up."""
     proxy = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
     floor = start(scratch, backing, "bench/floor.conf.py", PROXY_SETTINGS)
-    # The floor answers any key with its constant; a 404 would mean the proxy answered instead.
-    assert floor.get("/get/absent-from-redis").status_code == 200, "the floor app is not served"
     try:
+        # The floor answers any key with its constant; a 404 would mean the proxy answering.
+        assert floor.get("/get/absent-from-redis").status_code == 200, "the floor is not served"
         warm(proxy)
-        results = http_scenarios(scratch, proxy, floor)
-        with running_ceiling() as ceiling_port:
-            results += resp_scenarios(proxy, backing, ceiling_port)
+        with running_anchors(scratch, backing.port) as anchors:
+            warm_varnish(anchors.varnish_url)
+            results = http_scenarios(scratch, proxy, floor, anchors)
+            with running_ceiling() as ceiling_port:
+                results += resp_scenarios(proxy, backing, ceiling_port, anchors)
         results.append(coalescing(proxy, backing))
     finally:
         for server in (floor, proxy):
             server.stop()
-    try:
-        results.append(memory(scratch, backing))
-    finally:
-        backing.stop()
     return results
 
 
@@ -109,8 +132,24 @@ def seed(client: redis.Redis) -> None:
 
 def warm(proxy: Proxy) -> None:
     client = redis.Redis(port=proxy.resp_port)
-    for start_at in range(0, HOT_KEYS, 500):
+    for start_at in range(0, HTTP_KEYS, 500):
         client.mget([key_name(i) for i in range(start_at, start_at + 500)])
+
+
+def warm_varnish(url: str) -> None:
+    """Every key the HTTP scenarios read, once through Varnish: from then on all are hits."""
+    local = threading.local()
+
+    def read(number: int) -> None:
+        session = getattr(local, "session", None) or requests.Session()
+        local.session = session
+        assert session.get(url + webdis_path(key_name(number)), timeout=10).content == VALUE
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(read, range(HTTP_KEYS)))
+    # A hit names two transactions in X-Varnish: this one and the one that fetched the object.
+    header = requests.get(url + webdis_path(key_name(0)), timeout=10).headers["X-Varnish"]
+    assert len(header.split()) == 2, f"Varnish did not answer from its cache: {header}"
 
 
 def progress(result: Result, prefix: str = "") -> Result:
@@ -151,18 +190,30 @@ def median(runs: list[Result]) -> Result:
 # HTTP, with wrk and a Lua script choosing keys.
 
 
-def wrk_script(scratch: Path, name: str, keys: int) -> Path:
-    path = scratch / f"{name}.lua"
-    path.write_text(
-        f"math.randomseed({len(name)})\n"
+def wrk_script(scratch: Path, name: str, keys: int, path: str = "/get/key:%012d") -> Path:
+    """A wrk script asking for a random one of `keys` keys per request, at `path`. Each wrk
+    thread draws its own sequence: with one shared seed, every thread would ask for the same
+    keys, and all but the first request for each would be a hit even in the miss scenario."""
+    script = scratch / f"{name}.lua"
+    script.write_text(
+        "local threads = 0\n"
+        "function setup(thread)\n"
+        '  thread:set("id", threads)\n'
+        "  threads = threads + 1\n"
+        "end\n"
+        "function init(args)\n"
+        f"  math.randomseed({len(name)} + 7919 * id)\n"
+        "end\n"
         "request = function()\n"
-        f'  return wrk.format("GET", string.format("/get/key:%012d", math.random(0, {keys - 1})))\n'
+        f'  return wrk.format("GET", string.format("{path}", math.random(0, {keys - 1})))\n'
         "end\n"
     )
-    return path
+    return script
 
 
-def wrk(name: str, url: str, script: Path, connections: int, floor: str | None) -> Measure:
+def wrk(
+    name: str, url: str, script: Path, connections: int, floor: str | None, *, anchor: bool = False
+) -> Measure:
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", "--latency"]
     command += ["-s", str(script)]
 
@@ -174,7 +225,9 @@ def wrk(name: str, url: str, script: Path, connections: int, floor: str | None) 
         errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
         assert errors is None, f"{name}: {errors.group(1)} failed requests"
         p50, p99 = (_wrk_ms(re.search(rf"\s{p}%\s+([\d.]+\w+)", out)) for p in ("50", "99"))
-        return Result(name, connections, rate, p50, p99, floor)
+        return Result(
+            name, connections, rate, p50, p99, floor, role="anchor" if anchor else "proxy"
+        )
 
     return measure
 
@@ -185,16 +238,25 @@ def _wrk_ms(match: re.Match[str] | None) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy) -> list[Result]:
-    hot, spread = wrk_script(scratch, "hot", HOT_KEYS), wrk_script(scratch, "spread", SPREAD_KEYS)
+def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy, anchors: Anchors) -> list[Result]:
+    cached = wrk_script(scratch, "cached", HTTP_KEYS)
+    spread = wrk_script(scratch, "spread", SPREAD_KEYS)
+    on_webdis = wrk_script(scratch, "webdis", HTTP_KEYS, webdis_path("key:%012d"))
     results = []
     for connections in (1, 50):
         measures = [
-            wrk("HTTP floor (minimal Flask)", floor.url, hot, connections, None),
-            wrk("HTTP hit", proxy.url, hot, connections, "HTTP floor (minimal Flask)"),
+            wrk("HTTP floor (minimal Flask)", floor.url, cached, connections, None),
+            wrk("HTTP hit", proxy.url, cached, connections, "HTTP floor (minimal Flask)"),
             wrk("HTTP miss", proxy.url, spread, connections, "HTTP hit"),
         ]
-        results += interleaved(measures, lambda: warm(proxy))  # misses evict the hot keys
+        if connections == 50:  # where the targets are: what a user would run instead
+            measures.append(
+                wrk(VARNISH, anchors.varnish_url, on_webdis, connections, None, anchor=True)
+            )
+            measures.append(
+                wrk(WEBDIS, anchors.webdis_url, on_webdis, connections, None, anchor=True)
+            )
+        results += interleaved(measures, lambda: warm(proxy))  # misses evict the cached keys
     return results
 
 
@@ -208,7 +270,7 @@ def redis_benchmark(
     pipeline: int,
     floor: str | None,
     *,
-    ceiling: bool = False,
+    role: str = "proxy",
 ) -> Measure:
     command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
     command += ["-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
@@ -228,12 +290,14 @@ def redis_benchmark(
             calibrated.append(float(run(2_000 * pipeline)[1]))
         fields = run(max(1_000, int(calibrated[0] * seconds)))
         rate, p50, p99 = float(fields[1]), float(fields[4]), float(fields[6])
-        return Result(label, connections, rate, p50, p99, floor, ceiling=ceiling)
+        return Result(label, connections, rate, p50, p99, floor, role=role)
 
     return measure
 
 
-def resp_scenarios(proxy: Proxy, backing: RedisServer, ceiling_port: int) -> list[Result]:
+def resp_scenarios(
+    proxy: Proxy, backing: RedisServer, ceiling_port: int, anchors: Anchors
+) -> list[Result]:
     results = []
     for pipeline in (1, 16):
         for connections in (1, 50):
@@ -242,10 +306,20 @@ def resp_scenarios(proxy: Proxy, backing: RedisServer, ceiling_port: int) -> lis
                 redis_benchmark("redis-server direct", backing.port, connections, pipeline, None),
                 redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct),
             ]
-            if connections == 50:  # where the targets are: what any Python server reaches
+            if connections == 50:  # where the targets are: a RESP proxy, and any Python server
                 measures.append(
                     redis_benchmark(
-                        CEILING, ceiling_port, connections, pipeline, direct, ceiling=True
+                        TWEMPROXY,
+                        anchors.twemproxy_port,
+                        connections,
+                        pipeline,
+                        direct,
+                        role="anchor",
+                    )
+                )
+                measures.append(
+                    redis_benchmark(
+                        CEILING, ceiling_port, connections, pipeline, direct, role="ceiling"
                     )
                 )
             results += interleaved(measures, lambda: warm(proxy))
