@@ -15,7 +15,7 @@ from flask import Flask
 from proxy.backend import Backend
 from proxy.cache import ReadThroughCache
 from proxy.config import Settings
-from proxy.http import create_app
+from proxy.http import LoopHits, create_app
 from proxy.invalidation import Invalidator
 from proxy.metrics import ConnectionCounts, Metrics
 from proxy.resp.server import RespServer
@@ -32,6 +32,7 @@ class Service:
     cache: ReadThroughCache
     metrics: Metrics
     http_app: Flask
+    loop_hits: LoopHits
     invalidator: Invalidator | None = None
     resp: RespServer | None = None
 
@@ -50,7 +51,8 @@ class Service:
             exposition=metrics.exposition,
             access_log=settings.access_log,
         )
-        return cls(settings, backend, cache, metrics, http_app, invalidator)
+        loop_hits = LoopHits(cache, metrics.requests["http"], settings.access_log)
+        return cls(settings, backend, cache, metrics, http_app, loop_hits, invalidator)
 
     def start(self, http: ConnectionCounts) -> None:
         """Start the invalidation link and the RESP front end; watch both front ends' clients.

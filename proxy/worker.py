@@ -1,42 +1,45 @@
-"""The Gunicorn worker: gthread, changed so the client limit refuses instead of stalling.
+"""The Gunicorn worker: gthread's threads and poller, with the poller owning every connection.
 
-Stock gthread (Gunicorn 27.0.1, pinned) has behaviours a cache proxy cannot keep:
+design: stock gthread (Gunicorn 27.0.1, pinned) hands each readable connection to a pool
+thread, which reads the request, runs the app and writes the answer on the client's socket.
+For a cache proxy that costs twice: a hit pays a thread round trip for a microsecond lookup,
+and a client that sends slowly or never reads holds a thread, so a few of them take the whole
+front end down. Here the poller thread (the loop) does all socket I/O:
 
-* at `worker_connections` it stops calling accept(), so extra clients wait unanswered in the
-  kernel backlog for as long as the connected ones stay (keep-alive included);
-* it hands every new connection to a pool thread that waits up to 5 s for the first bytes, so
-  with MAX_PARALLEL=1 one silent client stalls everybody for 5 s;
-* its graceful close runs on the event-loop thread and blocks up to 2 s until the client hangs
-  up, freezing accept and dispatch for every client meanwhile;
-* it keeps only `worker_connections - threads` connections alive and closes the others after
-  each response.
+* it reads what a client sends and finds whole requests in it (proxy/http/framing.py);
+* it answers canonical `/get/` hits itself (proxy/http/onloop.py), byte for byte as Flask would;
+* any other request goes to a pool thread *whole*: Gunicorn's parser and the Flask app run on
+  the bytes the loop read, and their answer is collected (proxy/http/connection.py) for the
+  loop to write as the client's socket allows;
+* a client that dribbles its request, or does not read its answers, holds only its connection:
+  the loop gives it REQUEST_TIMEOUT to send a request and SEND_TIMEOUT to take an answer.
 
-ClientLimitWorker always accepts. Past the limit it answers 503 at once and closes; under it, a
-new connection waits in the poller (costing no thread) until it sends something, for at most the
-keep-alive timeout; every connection within the limit may be kept alive; and closes linger in
-the poller instead of blocking it.
-
-ProxyWorker, the class gunicorn.conf.py names, is that worker owning the proxy's service: it
-builds and starts it when Gunicorn loads the app, and stops it when the run loop ends. (The
-benchmark's Flask floor runs under ClientLimitWorker alone.)
+MAX_PARALLEL counts the loop as one slot: with 1, a hit waits for a request on the thread (so
+everything runs one at a time, in arrival order); with N > 1 the pool has N - 1 threads and the
+loop answers hits whatever they are doing. Past MAX_CONNECTIONS a client gets 503 at once.
+ProxyWorker, the class gunicorn.conf.py names, owns the proxy's service (build, start, stop);
+LoopWorker alone, without hits on the loop, serves the benchmark's Flask floor.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import os
 import selectors
 import socket
 import time
-from collections import deque
-from collections.abc import Callable
-from functools import partial
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gunicorn
-from gunicorn.workers.gthread import TConn, ThreadWorker
+from gunicorn.util import write_error
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from proxy.config import Settings
+from proxy.http.connection import CapturedSocket, Client, Deadlines, Lingerer
+from proxy.http.framing import HEAD_END, scan
+from proxy.http.onloop import LoopHits
 from proxy.service import Service
 
 TESTED_GUNICORN = (27, 0, 1)
@@ -48,109 +51,55 @@ HTTP_REFUSAL = (
     b"Connection: close\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(REFUSAL_BODY), REFUSAL_BODY)
 )
-LINGER_SECONDS = 2.0  # as Gunicorn's own graceful close: time for the client to hang up
-MAX_LINGERING = 1024  # sockets lingering at once; past this, close at once
+TIMEOUT_BODY = b'{"error":"request_timeout","detail":"the request did not arrive in time"}'
+HTTP_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(TIMEOUT_BODY), TIMEOUT_BODY)
+)
+REQUEST_TIMEOUT = 10.0  # from a request's first byte to its last
+SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
+READ_SIZE = 65536
+TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
+log = logging.getLogger(__name__)
 
 
-class Lingerer:
-    """Closes sockets without blocking the event loop ("lingering close", RFC 9112 9.6).
+class LoopWorker(ThreadWorker):
+    """gthread whose poller owns the connections (see the module's design note)."""
 
-    Closing a socket whose receive queue still holds client bytes makes the kernel send RST,
-    which can destroy the last answer before the client reads it. So: FIN now, then read and
-    discard in the poller until the client hangs up or LINGER_SECONDS pass, then close.
-    """
-
-    def __init__(self, poller: selectors.BaseSelector) -> None:
-        self.poller = poller
-        # socket -> deadline; insertion order is deadline order, as every linger is as long.
-        self._lingering: dict[socket.socket, float] = {}
-
-    def close(self, sock: socket.socket) -> None:
-        """Half-close now; fully close once the client has read everything."""
-        try:
-            sock.setblocking(False)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            sock.close()
-            return
-        if len(self._lingering) >= MAX_LINGERING:
-            sock.close()
-            return
-        self._lingering[sock] = time.monotonic() + LINGER_SECONDS
-        self.poller.register(sock, selectors.EVENT_READ, self._drain)
-
-    def refuse(self, sock: socket.socket, answer: bytes) -> None:
-        """Send a short answer (it fits the socket buffer) and close."""
-        try:
-            sock.setblocking(False)
-            sock.send(answer)
-        except OSError:
-            sock.close()
-            return
-        self.close(sock)
-
-    def expire(self) -> None:
-        """Close the sockets whose client did not hang up in time."""
-        now = time.monotonic()
-        for sock, deadline in list(self._lingering.items()):
-            if deadline > now:
-                break
-            self._finish(sock)
-
-    def _drain(self, sock: socket.socket) -> None:
-        try:
-            if sock.recv(65536):
-                return
-        except BlockingIOError:
-            return
-        except OSError:
-            pass
-        self._finish(sock)
-
-    def _finish(self, sock: socket.socket) -> None:
-        del self._lingering[sock]
-        self.poller.unregister(sock)
-        sock.close()
-
-
-class _Conn(TConn):
-    """A gthread connection whose graceful close lingers in the poller (see Lingerer)."""
-
-    lingerer: Lingerer
-
-    def close(self, graceful: bool = False) -> None:
-        if graceful:
-            self.lingerer.close(self.sock)
-        else:
-            super().close()
-
-
-def _hung_up(sock: socket.socket) -> bool:
-    """True if the peer closed an idle non-blocking socket (EOF or error, nothing to read)."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
-    except BlockingIOError:
-        return False
-    except OSError:
-        return True
-
-
-class ClientLimitWorker(ThreadWorker):
-    """gthread that refuses clients past MAX_CONNECTIONS and never blocks its event loop."""
+    hits_on_loop = False  # ProxyWorker: the loop answers hits, and is a slot of its own
+    hits: LoopHits | None = None  # what answers them (set when the service is built)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.client_limit = self.cfg.worker_connections
-        # The stock run loop stops accepting at worker_connections; we count ourselves.
-        self.worker_connections = float("inf")
-        # Every connection within the limit may stay alive; the limit already bounds them.
+        self.worker_connections = float("inf")  # gthread's own limit: we refuse, not stall
+        # gthread closes after an answer past `worker_connections - threads` kept-alive
+        # connections; every connection within the limit may stay here.
         self.max_keepalived = self.client_limit
         self.refused = 0
+        self.in_flight = 0  # requests on pool threads (running or queued)
+        self.connections: dict[socket.socket, Client] = {}
+        self.idle = Deadlines(self.cfg.keepalive)  # waiting for a request
+        self.reading = Deadlines(REQUEST_TIMEOUT)  # part of a request read
+        self.writing = Deadlines(SEND_TIMEOUT)  # an answer waiting for the client to read it
 
     @property
     def clients(self) -> int:
         """Connected HTTP clients (for metrics)."""
         return int(self.nr_conns)
+
+    @property
+    def loop_is_free(self) -> bool:
+        """May the loop answer a hit now? Not while a request runs with MAX_PARALLEL=1."""
+        return self.cfg.threads > 1 or self.in_flight == 0
+
+    def get_thread_pool(self) -> ThreadPoolExecutor:
+        threads = self.cfg.threads
+        if self.hits_on_loop and threads > 1:
+            threads -= 1  # the loop is a slot of its own
+        return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
 
     def init_process(self) -> None:
         if gunicorn.version_info != TESTED_GUNICORN:
@@ -163,7 +112,47 @@ class ClientLimitWorker(ThreadWorker):
 
     def run(self) -> None:
         self.lingerer = Lingerer(self.poller)
-        super().run()  # returns after SIGTERM, once in-flight HTTP requests are done
+        self.poller.register(
+            self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
+        )
+        self.set_accept_enabled(True)
+        while self.alive:
+            self.notify()
+            self.wait_for_and_dispatch_events(TICK)
+            if not self.is_parent_alive():
+                break
+            self._expire(time.monotonic())
+        self._drain()
+
+    def _drain(self) -> None:
+        """After SIGTERM: finish requests in progress; idle clients get STOP_KEEPALIVE_LINGER
+        to send one more (answered with `Connection: close`), as in stock gthread."""
+        self.set_accept_enabled(False)
+        now = time.monotonic()
+        self.idle.cap(now + STOP_KEEPALIVE_LINGER)
+        deadline = now + self.cfg.graceful_timeout
+        while self.connections and time.monotonic() < deadline:
+            self.notify()
+            self.wait_for_and_dispatch_events(TICK)
+            self._expire(time.monotonic())
+        for client in list(self.connections.values()):
+            self._close(client, graceful=False)
+        self.tpool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        for listener in self.sockets:
+            listener.close()
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        for key, _ in events:
+            if type(key.data) is Client:
+                self._on_event(key.data)
+            else:
+                key.data(key.fileobj)
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -178,60 +167,175 @@ class ClientLimitWorker(ThreadWorker):
             self.refused += 1
             self.lingerer.refuse(sock, HTTP_REFUSAL)
             return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = Client(sock, address, listener.getsockname())
         self.nr_conns += 1
-        conn = _Conn(self.cfg, sock, address, listener.getsockname())
-        conn.lingerer = self.lingerer
-        self._park(conn)
-
-    def _park(self, conn: TConn) -> None:
-        """Wait for the first bytes in the poller, as gthread does for a deferred connection."""
-        conn.timeout = time.monotonic() + self.cfg.keepalive
-        self.pending_conns.append(conn)
-        self.poller.register(
-            conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn)
-        )
+        self.connections[sock] = client
+        self._settle(client)
 
     def _reap_departed(self) -> None:
-        """Stop counting clients that already left, so their slots are free at once.
+        """Stop counting idle clients that already left, so their slots are free at once (a
+        hang-up and a newcomer can arrive in one poll round, the newcomer first)."""
+        self.method_queue.run_callbacks(None)  # requests just finished: settle them first
+        for client in self.idle:
+            if _hung_up(client.sock):
+                self._close(client, graceful=False)
 
-        Gunicorn notices a hang-up only after a thread round trip, loop iterations later; a
-        newcomer arriving meanwhile would be refused a slot nobody holds.
-        """
-        self.method_queue.run_callbacks(None)  # completed requests: release or keep alive
-        for idle in (self.keepalived_conns, self.pending_conns):
-            for conn in [conn for conn in idle if _hung_up(conn.sock)]:
-                self._drop(conn, idle)
-
-    def on_client_socket_readable(self, conn: TConn, client: socket.socket) -> None:
-        self._on_idle_readable(conn, self.keepalived_conns, super().on_client_socket_readable)
-
-    def on_pending_socket_readable(self, conn: TConn, client: socket.socket) -> None:
-        self._on_idle_readable(conn, self.pending_conns, super().on_pending_socket_readable)
-
-    def _on_idle_readable(
-        self, conn: TConn, idle: deque[TConn], serve: Callable[[TConn, socket.socket], None]
-    ) -> None:
-        if conn.sock.fileno() < 0:
-            return  # reaped earlier in this same poll round; this event is stale
-        if _hung_up(conn.sock):
-            self._drop(conn, idle)  # here, not via a pool thread: the slot is free at once
+    def _on_event(self, client: Client) -> None:
+        if client.events == selectors.EVENT_WRITE:
+            if not client.flush():
+                self._close(client, graceful=False)
+                return
+            if client.out:
+                self.writing.start(client, time.monotonic())
+                return
+            if not client.closing:
+                self._advance(client)  # requests read while the answers were stuck
         else:
-            serve(conn, conn.sock)
+            self._read(client)
+            return
+        self._settle(client)
 
-    def _drop(self, conn: TConn, idle: deque[TConn]) -> None:
-        """Forget an idle connection whose client has gone, and close it."""
-        idle.remove(conn)
-        self.poller.unregister(conn.sock)
-        self.nr_conns -= 1
-        conn.close()
+    def _read(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client has gone, or sends no more: answer nothing further
+            client.closing = True
+            client.inbuf = b""
+            self._close(client, graceful=False)
+            return
+        client.received(data)
+        self._advance(client)
+        if client.out and not client.flush():
+            self._close(client, graceful=False)
+            return
+        self._settle(client)
 
-    def murder_pending(self) -> None:
-        super().murder_pending()
+    def _advance(self, client: Client) -> None:
+        """Answer the whole requests read so far, in order, until one goes to a thread."""
+        buf, pos = client.inbuf, 0
+        while pos < len(buf) and not (client.busy or client.closing):
+            framed = scan(buf, pos)
+            if framed is None:
+                break
+            if framed.canonical is not None and self.hits is not None and self.loop_is_free:
+                answered = self.hits.answer(framed.canonical, closing=not self.alive)
+                if answered is not None:
+                    client.out += answered[0]
+                    client.closing = not answered[1]
+                    pos = framed.end
+                    continue
+            oversized = not framed.exact and buf.find(HEAD_END, pos) < 0
+            self._hand_over(client, bytes(buf[pos : framed.end]), framed.exact, oversized)
+            pos = framed.end
+        client.inbuf = buf[pos:] if pos else buf
+
+    def _hand_over(self, client: Client, request: bytes, exact: bool, oversized: bool) -> None:
+        """Run one whole request on a pool thread; its answer comes back to the loop."""
+        client.busy = True
+        self.in_flight += 1
+        future = self.tpool.submit(self._serve, client, request)
+        future.add_done_callback(
+            lambda done: self.method_queue.defer(self._served, client, done, exact, oversized)
+        )
+
+    def _serve(self, client: Client, request: bytes) -> tuple[list[bytes], bool]:
+        """On a pool thread: Gunicorn parses `request` and the app answers it, into memory.
+        Returns the answer's buffers and whether the connection may serve another request."""
+        sock = CapturedSocket(request)
+        conn = TConn(self.cfg, sock, client.address, client.server)
+        conn.data_ready = True  # the request is all there: never wait for more
+        keep_alive = self.handle(conn) is True
+        leftover = sock.unread or (conn.parser and conn.parser.unreader.buf.getvalue())
+        return sock.written, keep_alive and not leftover and not sock.shut
+
+    def _served(self, client: Client, future: Future[Any], exact: bool, oversized: bool) -> None:
+        """Back on the loop: queue the thread's answer, then carry on with the connection."""
+        self.in_flight -= 1
+        client.busy = False
+        try:
+            written, keep_alive = future.result()
+        except Exception:
+            log.exception("HTTP request failed outside the app")
+            written, keep_alive = [], False
+        if not written and oversized:  # Gunicorn wanted more head than the loop keeps
+            written = [_error_answer(431, "Request Header Fields Too Large", "head too long")]
+        client.out += written
+        client.closing = client.closing or not (keep_alive and exact)
+        if client.sock.fileno() < 0:
+            return  # closed while the thread ran (the worker is stopping)
+        if not client.closing:
+            self._advance(client)
+        if client.out and not client.flush():
+            self._close(client, graceful=False)
+            return
+        self._settle(client)
+
+    def _settle(self, client: Client) -> None:
+        """Watch the socket for what the connection waits for, under the matching deadline."""
+        now = time.monotonic()
+        if client.busy:
+            events, timer = 0, None
+        elif client.out:
+            events, timer = selectors.EVENT_WRITE, self.writing
+        elif client.closing:
+            self._close(client, graceful=True)
+            return
+        else:
+            events = selectors.EVENT_READ
+            timer = self.reading if client.inbuf else self.idle
+        self._watch(client, events)
+        if timer is None:
+            if client.timer is not None:
+                client.timer.discard(client)
+        elif timer is not client.timer or timer is not self.reading:
+            timer.start(client, now)  # a request's deadline runs from its first byte
+
+    def _watch(self, client: Client, events: int) -> None:
+        if events == client.events:
+            return
+        if not client.events:
+            self.poller.register(client.sock, events, client)
+        elif not events:
+            self.poller.unregister(client.sock)
+        else:
+            self.poller.modify(client.sock, events, client)
+        client.events = events
+
+    def _expire(self, now: float) -> None:
+        for client in self.idle.expired(now):
+            self._close(client, graceful=False)
+        for client in self.reading.expired(now):
+            client.inbuf, client.out, client.closing = b"", [HTTP_TIMEOUT], True
+            client.flush()
+            self._close(client, graceful=True)
+        for client in self.writing.expired(now):
+            self._close(client, graceful=False)
         self.lingerer.expire()
 
+    def _close(self, client: Client, graceful: bool) -> None:
+        """Forget a connection (its slot is free at once) and close it."""
+        if self.connections.pop(client.sock, None) is None:
+            return
+        self._watch(client, 0)
+        if client.timer is not None:
+            client.timer.discard(client)
+        self.nr_conns -= 1
+        if graceful:
+            self.lingerer.close(client.sock)
+        else:
+            client.sock.close()
 
-class ProxyWorker(ClientLimitWorker):
+
+class ProxyWorker(LoopWorker):
     """The proxy's worker: owns the service (proxy/service.py) from build to stop."""
+
+    hits_on_loop = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -248,6 +352,9 @@ class ProxyWorker(ClientLimitWorker):
         self.service = Service.build(settings)
         self.service.start(http=self)
         self.wsgi = self.service.http_app
+        # A SCRIPT_NAME in the environment changes how Gunicorn routes every request.
+        if not os.environ.get("SCRIPT_NAME"):
+            self.hits = self.service.loop_hits
 
     def run(self) -> None:
         try:
@@ -261,6 +368,23 @@ class ProxyWorker(ClientLimitWorker):
         super().handle_exit(sig, frame)
         if self.service is not None:
             self.service.stop_accepting()
+
+
+def _hung_up(sock: socket.socket) -> bool:
+    """True if the peer closed an idle non-blocking socket (EOF or error, nothing to read)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def _error_answer(status: int, reason: str, message: str) -> bytes:
+    """An error answer in Gunicorn's own format (its parser's errors look the same)."""
+    sink = CapturedSocket(b"")
+    write_error(sink, status, reason, message)
+    return b"".join(sink.written)
 
 
 def _send_logs_where_gunicorn_does(level: str) -> None:

@@ -1,5 +1,6 @@
-"""The HTTP front end: the Flask app factory, key decoding, the hit path and accounting."""
+"""The HTTP front end: the Flask app factory, the loop's hit answers, and what they share."""
 
 from proxy.http.app import create_app
+from proxy.http.onloop import LoopHits
 
-__all__ = ["create_app"]
+__all__ = ["LoopHits", "create_app"]

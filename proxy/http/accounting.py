@@ -51,28 +51,51 @@ class Accounting:
         if outcome is not None:
             self.stats.record(outcome, seconds)
         quiet = self.access_log == "off" or environ.get("PATH_INFO") in QUIET_PATHS
-        if sent and not quiet and access.isEnabledFor(logging.INFO):
-            self._log(environ, *sent[-1], seconds)
+        if sent and not quiet:
+            status, headers = sent[-1]
+            size = next((v for name, v in headers if name.lower() == "content-length"), "0")
+            target = str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
+            method = str(environ.get("REQUEST_METHOD"))
+            code = status.split(" ", 1)[0]
+            key = environ.get(KEY)
+            log_access(
+                self.access_log,
+                method=method,
+                target=target,
+                key=key,
+                status=code,
+                size=size,
+                seconds=seconds,
+            )
         return body
 
-    def _log(
-        self, environ: WSGIEnvironment, status: str, headers: list[tuple[str, str]], seconds: float
-    ) -> None:
-        size = next((value for name, value in headers if name.lower() == "content-length"), "0")
-        access.info(
-            "%s %s status=%s bytes=%s duration_ms=%.2f",
-            environ.get("REQUEST_METHOD"),
-            _logged_target(self.access_log, environ),
-            status.split(" ", 1)[0],
-            size,
-            seconds * 1000,
-        )
+
+def log_access(
+    access_log: str,
+    *,
+    method: str,
+    target: str,
+    key: bytes | None,
+    status: str,
+    size: str,
+    seconds: float,
+) -> None:
+    """The access-log line of one answered request (the caller checks ACCESS_LOG=off)."""
+    if not access.isEnabledFor(logging.INFO):
+        return
+    access.info(
+        "%s %s status=%s bytes=%s duration_ms=%.2f",
+        method,
+        _logged_target(access_log, target, key),
+        status,
+        size,
+        seconds * 1000,
+    )
 
 
-def _logged_target(access_log: str, environ: WSGIEnvironment) -> str:
+def _logged_target(access_log: str, target: str, key: bytes | None) -> str:
     """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw."""
-    key = environ.get(KEY)
     if access_log == "raw" or key is None:
-        return str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
+        return target
     digest = hashlib.blake2b(key, digest_size=8).hexdigest()
     return f"{GET_PREFIX}<key blake2b:{digest} len={len(key)}>"

@@ -1,0 +1,206 @@
+"""An HTTP connection as the worker's event loop holds it, and the socket a pool thread sees.
+
+The loop owns every client socket: it reads requests, writes answers as the socket allows and
+closes. A pool thread gets one complete request as bytes (a CapturedSocket that Gunicorn's
+parser reads and its response writes into) and never the client's socket, so no thread ever
+waits on a client, however slowly it sends or reads.
+"""
+
+from __future__ import annotations
+
+import selectors
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+LINGER_SECONDS = 2.0  # as Gunicorn's own graceful close: time for the client to hang up
+MAX_LINGERING = 1024  # sockets lingering at once; past this, close at once
+IOV_MAX = 1024  # buffers per sendmsg() call (Linux's UIO_MAXIOV)
+
+
+class Lingerer:
+    """Closes sockets without blocking the event loop ("lingering close", RFC 9112 9.6).
+
+    Closing a socket whose receive queue still holds client bytes makes the kernel send RST,
+    which can destroy the last answer before the client reads it. So: FIN now, then read and
+    discard in the poller until the client hangs up or LINGER_SECONDS pass, then close.
+    """
+
+    def __init__(self, poller: selectors.BaseSelector) -> None:
+        self.poller = poller
+        # socket -> deadline; insertion order is deadline order, as every linger is as long.
+        self._lingering: dict[socket.socket, float] = {}
+
+    def close(self, sock: socket.socket) -> None:
+        """Half-close now; fully close once the client has read everything."""
+        try:
+            sock.setblocking(False)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            sock.close()
+            return
+        if len(self._lingering) >= MAX_LINGERING:
+            sock.close()
+            return
+        self._lingering[sock] = time.monotonic() + LINGER_SECONDS
+        self.poller.register(sock, selectors.EVENT_READ, self._drain)
+
+    def refuse(self, sock: socket.socket, answer: bytes) -> None:
+        """Send a short answer (it fits the socket buffer) and close."""
+        try:
+            sock.setblocking(False)
+            sock.send(answer)
+        except OSError:
+            sock.close()
+            return
+        self.close(sock)
+
+    def expire(self) -> None:
+        """Close the sockets whose client did not hang up in time."""
+        now = time.monotonic()
+        for sock, deadline in list(self._lingering.items()):
+            if deadline > now:
+                break
+            self._finish(sock)
+
+    def _drain(self, sock: socket.socket) -> None:
+        try:
+            if sock.recv(65536):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        self._finish(sock)
+
+    def _finish(self, sock: socket.socket) -> None:
+        del self._lingering[sock]
+        self.poller.unregister(sock)
+        sock.close()
+
+
+class Client:
+    """One HTTP connection: bytes read and not yet answered, answers not yet written."""
+
+    __slots__ = ("address", "busy", "closing", "events", "inbuf", "out", "server", "sock", "timer")
+
+    def __init__(self, sock: socket.socket, address: Any, server: Any) -> None:
+        self.sock = sock
+        self.address = address
+        self.server = server
+        self.inbuf: bytes | bytearray = b""  # read, not yet a whole request or not yet answered
+        self.out: list[bytes | memoryview] = []  # answers, in order, not yet written
+        self.busy = False  # a request of this connection is on a pool thread
+        self.closing = False  # close once `out` is written
+        self.events = 0  # what the poller watches this socket for
+        self.timer: Deadlines | None = None  # the deadline this connection is under, if any
+
+    def received(self, data: bytes) -> None:
+        """Append bytes read from the socket (a bytearray only when they pile up)."""
+        if not self.inbuf:
+            self.inbuf = data
+        elif isinstance(self.inbuf, bytearray):
+            self.inbuf += data
+        else:
+            self.inbuf = bytearray(self.inbuf) + data
+
+    def flush(self) -> bool:
+        """Write what the socket takes now; False if the client has gone."""
+        out = self.out
+        while out:
+            try:
+                sent = self.sock.sendmsg(out[:IOV_MAX])
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            while sent:
+                size = len(out[0])
+                if sent < size:
+                    out[0] = memoryview(out[0])[sent:]
+                    break
+                sent -= size
+                del out[0]
+        return True
+
+
+class Deadlines:
+    """Connections under one kind of deadline, in deadline order (all get the same timeout)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._due: dict[Client, float] = {}
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def __iter__(self) -> Iterator[Client]:
+        return iter(list(self._due))
+
+    def start(self, client: Client, now: float) -> None:
+        """Put `client` under this deadline from `now` (moving it from any other)."""
+        if client.timer is not None:
+            client.timer.discard(client)
+        self._due[client] = now + self.seconds
+        client.timer = self
+
+    def discard(self, client: Client) -> None:
+        self._due.pop(client, None)
+        client.timer = None
+
+    def expired(self, now: float) -> list[Client]:
+        """The connections whose deadline has passed, earliest first."""
+        due = []
+        for client, deadline in self._due.items():
+            if deadline > now:
+                break
+            due.append(client)
+        return due
+
+    def cap(self, deadline: float) -> None:
+        """No deadline later than `deadline` (the order stays: every one is capped alike)."""
+        for client, due in self._due.items():
+            self._due[client] = min(due, deadline)
+
+
+class CapturedSocket:
+    """The socket a pool thread hands Gunicorn: it reads one request the loop already read and
+    collects what Gunicorn writes, for the loop to send as the client's socket allows."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+        self._read = 0
+        self.written: list[bytes] = []
+        self.shut = False  # Gunicorn closed it: the connection must not be reused
+
+    @property
+    def unread(self) -> int:
+        return len(self._data) - self._read
+
+    def recv(self, size: int) -> bytes:
+        chunk = self._data[self._read : self._read + size]
+        self._read += len(chunk)
+        return chunk
+
+    def sendall(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def send(self, data: bytes) -> int:
+        self.written.append(data)
+        return len(data)
+
+    def shutdown(self, how: int) -> None:
+        self.shut = True
+
+    def close(self) -> None:
+        self.shut = True
+
+    def setblocking(self, flag: bool) -> None:
+        """Nothing to change: reads and writes never wait."""
+
+    def settimeout(self, timeout: float | None) -> None:
+        """Nothing to change: reads and writes never wait."""
+
+    def gettimeout(self) -> float:
+        return 0.0
