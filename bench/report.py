@@ -114,6 +114,18 @@ TARGETS = [
         "{:.2f}× Varnish's",
     ),
     Target(
+        "HTTP hit at MAX_PARALLEL=1 ≥ 1.0× Varnish's hit rate (50 conn)",
+        _ratio_to("HTTP hit, MAX_PARALLEL=1", VARNISH),
+        lambda v: v >= 1.0,
+        "{:.3f}×",
+    ),
+    Target(
+        "HTTP hit p99 at MAX_PARALLEL=1 ≤ 2× Varnish's p99 (50 conn)",
+        _p99_to("HTTP hit, MAX_PARALLEL=1", VARNISH),
+        lambda v: v <= 2.0,
+        "{:.2f}× Varnish's",
+    ),
+    Target(
         "HTTP miss ≥ 0.6× HTTP hit (50 conn)", _ratio("HTTP miss"), lambda v: v >= 0.6, "{:.3f}×"
     ),
     Target(

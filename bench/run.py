@@ -27,6 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import redis
@@ -62,6 +63,8 @@ PROXY_SETTINGS = {
     "REDIS_TIMEOUT": "2",
     "LOG_LEVEL": "warning",
 }
+SEQUENTIAL = {"MAX_PARALLEL": "1"}  # the HTTP hit is reported at the default and at 1
+HIT_SEQUENTIAL = "HTTP hit, MAX_PARALLEL=1"
 
 
 def main() -> int:
@@ -98,19 +101,20 @@ def run_all(scratch: Path) -> list[Result]:
 def measure_servers(scratch: Path, backing: RedisServer) -> list[Result]:
     """Every timed scenario, and coalescing, with the proxy, the floor and the anchors up."""
     proxy = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
+    sequential = start(scratch, backing, "gunicorn.conf.py", {**PROXY_SETTINGS, **SEQUENTIAL})
     floor = start(scratch, backing, "bench/floor.conf.py", PROXY_SETTINGS)
     try:
         # The floor answers any key with its constant; a 404 would mean the proxy answering.
         assert floor.get("/get/absent-from-redis").status_code == 200, "the floor is not served"
-        warm(proxy)
+        warm(proxy, sequential)
         with running_anchors(scratch, backing.port) as anchors:
             warm_varnish(anchors.varnish_url)
-            results = http_scenarios(scratch, proxy, floor, anchors)
+            results = http_scenarios(scratch, (proxy, sequential), floor, anchors)
             with running_ceiling() as ceiling_port:
                 results += resp_scenarios(proxy, backing, ceiling_port, anchors)
         results.append(coalescing(proxy, backing))
     finally:
-        for server in (floor, proxy):
+        for server in (floor, sequential, proxy):
             server.stop()
     return results
 
@@ -138,10 +142,12 @@ def seed(client: redis.Redis) -> None:
     pipe.execute()
 
 
-def warm(proxy: Proxy) -> None:
-    client = redis.Redis(port=proxy.resp_port)
-    for start_at in range(0, HTTP_KEYS, 500):
-        client.mget([key_name(i) for i in range(start_at, start_at + 500)])
+def warm(*proxies: Proxy) -> None:
+    """Every key the HTTP scenarios read, cached in each of `proxies`."""
+    for proxy in proxies:
+        client = redis.Redis(port=proxy.resp_port)
+        for start_at in range(0, HTTP_KEYS, 500):
+            client.mget([key_name(i) for i in range(start_at, start_at + 500)])
 
 
 def warm_varnish(url: str) -> None:
@@ -246,7 +252,11 @@ def _wrk_ms(match: re.Match[str] | None) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy, anchors: Anchors) -> list[Result]:
+def http_scenarios(
+    scratch: Path, proxies: tuple[Proxy, Proxy], floor: Proxy, anchors: Anchors
+) -> list[Result]:
+    """`proxies`: the proxy as configured, and the same at MAX_PARALLEL=1."""
+    proxy, sequential = proxies
     cached = wrk_script(scratch, "cached", HTTP_KEYS)
     spread = wrk_script(scratch, "spread", SPREAD_KEYS)
     on_webdis = wrk_script(scratch, "webdis", HTTP_KEYS, webdis_path("key:%012d"))
@@ -258,13 +268,15 @@ def http_scenarios(scratch: Path, proxy: Proxy, floor: Proxy, anchors: Anchors) 
             wrk("HTTP miss", proxy.url, spread, connections, "HTTP hit"),
         ]
         if connections == 50:  # where the targets are: what a user would run instead
+            measures.append(wrk(HIT_SEQUENTIAL, sequential.url, cached, connections, None))
             measures.append(
                 wrk(VARNISH, anchors.varnish_url, on_webdis, connections, None, anchor=True)
             )
             measures.append(
                 wrk(WEBDIS, anchors.webdis_url, on_webdis, connections, None, anchor=True)
             )
-        results += interleaved(measures, lambda: warm(proxy))  # misses evict the cached keys
+        # Misses evict cached keys: every round starts with them all cached again.
+        results += interleaved(measures, partial(warm, *proxies))
     return results
 
 

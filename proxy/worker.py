@@ -12,7 +12,7 @@ front end down. Here the poller thread (the loop) does all socket I/O:
   the bytes the loop read, and their answer is collected (proxy/http/connection.py) for the
   loop to write as the client's socket allows;
 * a client that dribbles its request, or does not read its answers, holds only its connection:
-  the loop gives it REQUEST_TIMEOUT to send a request and SEND_TIMEOUT to take an answer.
+  the loop gives it KEEPALIVE_TIMEOUT to send a request and SEND_TIMEOUT to take an answer.
 
 MAX_PARALLEL counts the loop as one slot: with 1, a hit waits for a request on the thread (so
 everything runs one at a time, in arrival order); with N > 1 the pool has N - 1 threads and the
@@ -58,7 +58,6 @@ HTTP_TIMEOUT = (
     b"Connection: close\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(TIMEOUT_BODY), TIMEOUT_BODY)
 )
-REQUEST_TIMEOUT = 10.0  # from a request's first byte to its last
 SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
 READ_SIZE = 65536
 TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
@@ -82,7 +81,8 @@ class LoopWorker(ThreadWorker):
         self.in_flight = 0  # requests on pool threads (running or queued)
         self.connections: dict[socket.socket, Client] = {}
         self.idle = Deadlines(self.cfg.keepalive)  # waiting for a request
-        self.reading = Deadlines(REQUEST_TIMEOUT)  # part of a request read
+        # From a request's first byte to its last: as long as an idle client may stay.
+        self.reading = Deadlines(self.cfg.keepalive)
         self.writing = Deadlines(SEND_TIMEOUT)  # an answer waiting for the client to read it
 
     @property

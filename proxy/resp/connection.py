@@ -139,7 +139,7 @@ class Connection(asyncio.Protocol):
         (anything else, or a connection with requests still waiting)."""
         if self.queue or self.deferred or self.closed or not self.parser.empty:
             return False
-        if not self.can_write or self.pool.full:
+        if not self.can_write or self.pool.hits_wait:
             return False
         started = time.perf_counter()
         keys = wire.get_keys(data)
@@ -148,7 +148,7 @@ class Connection(asyncio.Protocol):
         if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
             value = self.cache.peek(keys[0])
             if value is None:
-                self._defer(commands.read_key(self.session.protocol, keys[0]))
+                self._miss(keys[0])
             else:
                 self.transport.write(wire.bulk(value))
                 self.stats.record("hit", time.perf_counter() - started)
@@ -167,14 +167,22 @@ class Connection(asyncio.Protocol):
             self.stats.record("hit", time.perf_counter() - started, hits)
         if hits < len(keys):  # keys[hits] was peeked and missed; the rest wait their turn
             self.queue.extend(keys[hits + 1 :])
-            self._defer(commands.read_key(self.session.protocol, keys[hits]))
+            self._miss(keys[hits])
+
+    def _miss(self, key: bytes) -> None:
+        """A GET the peek did not find: to a thread now, or first in line for one."""
+        if self.pool.full:
+            self.queue.appendleft(key)
+            self.pool.wait_for_slot(self)
+        else:
+            self._defer(commands.read_key(self.session.protocol, key))
 
     def process(self) -> None:
         """Answer queued requests until one must wait (on the pool, a slot, full buffers)."""
         replies: list[bytes] = []
         queue = self.queue
         while queue and self.can_write and not (self.deferred or self.closed):
-            if self.pool.full:
+            if self.pool.hits_wait:
                 self.pool.wait_for_slot(self)
                 break
             head = queue[0]
@@ -184,6 +192,9 @@ class Connection(asyncio.Protocol):
                 result: Result = commands.read_key(self.session.protocol, head)
             else:
                 result = commands.execute(self.session, head)
+            if isinstance(result, Deferred) and self.pool.full:  # it needs a thread: wait
+                self.pool.wait_for_slot(self)  # (deferred commands are pure: run again then)
+                break
             queue.popleft()
             self._apply(result, replies)
         if replies:

@@ -1,9 +1,11 @@
-"""The RESP front end's slots: at most MAX_PARALLEL requests in progress, misses on threads.
+"""The RESP front end's slots: the event loop is one, the miss threads are the others.
 
-A request that may wait on Redis runs on one of MAX_PARALLEL pool threads, so it never stalls
-the event loop; its result comes back on the loop. Hits need a free slot too, so that
-MAX_PARALLEL=1 means one request at a time, as on HTTP: past that, connections wait their turn
-in arrival order.
+MAX_PARALLEL counts the loop as a slot, as on HTTP. With MAX_PARALLEL=1 the one thread and the
+loop take turns: a hit waits while a request is on the thread, so everything runs one at a
+time, in arrival order. With N > 1, requests that may wait on Redis run on N - 1 threads (so
+they never stall the loop) and hits are answered on the loop whatever the threads are doing:
+a stalled Redis never delays a hit. Past the free threads, connections wait their turn in
+arrival order.
 """
 
 from __future__ import annotations
@@ -28,10 +30,11 @@ class MissPool:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_parallel: int) -> None:
         self.max_parallel = max_parallel
+        self.threads = max(1, max_parallel - 1)  # the loop is a slot of its own
         self.in_flight = 0  # requests running on the pool's threads
         self._loop = loop
         self._waiting: deque[Waiter] = deque()
-        self._threads = ThreadPoolExecutor(max_parallel, thread_name_prefix="resp-miss")
+        self._threads = ThreadPoolExecutor(self.threads, thread_name_prefix="resp-miss")
 
     @property
     def waiting(self) -> int:
@@ -40,8 +43,13 @@ class MissPool:
 
     @property
     def full(self) -> bool:
-        """No slot is free: a request must wait, hits included."""
-        return self.in_flight >= self.max_parallel
+        """No thread is free: a request that may wait on Redis must wait for one."""
+        return self.in_flight >= self.threads
+
+    @property
+    def hits_wait(self) -> bool:
+        """The loop is not free to answer a hit (MAX_PARALLEL=1 and a request is running)."""
+        return self.max_parallel == 1 and self.in_flight > 0
 
     def wait_for_slot(self, waiter: Waiter) -> None:
         """Call `waiter.process()` once a slot is free, after those that waited before it."""
