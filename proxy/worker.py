@@ -184,18 +184,9 @@ class LoopWorker(ThreadWorker):
 
     def _on_event(self, client: Client) -> None:
         if client.events == selectors.EVENT_WRITE:
-            if not client.flush():
-                self._close(client, graceful=False)
-                return
-            if client.out:
-                self.writing.start(client, time.monotonic())
-                return
-            if not client.closing:
-                self._advance(client)  # requests read while the answers were stuck
+            self._carry_on(client)  # requests read while the answers were stuck, too
         else:
             self._read(client)
-            return
-        self._settle(client)
 
     def _read(self, client: Client) -> None:
         try:
@@ -205,12 +196,15 @@ class LoopWorker(ThreadWorker):
         except OSError:
             data = b""
         if not data:  # the client has gone, or sends no more: answer nothing further
-            client.closing = True
-            client.inbuf = b""
             self._close(client, graceful=False)
             return
         client.received(data)
-        self._advance(client)
+        self._carry_on(client)
+
+    def _carry_on(self, client: Client) -> None:
+        """Answer what can be answered, write what the socket takes, then wait for the rest."""
+        if not client.closing:
+            self._advance(client)
         if client.out and not client.flush():
             self._close(client, graceful=False)
             return
@@ -269,12 +263,7 @@ class LoopWorker(ThreadWorker):
         client.closing = client.closing or not (keep_alive and exact)
         if client.sock.fileno() < 0:
             return  # closed while the thread ran (the worker is stopping)
-        if not client.closing:
-            self._advance(client)
-        if client.out and not client.flush():
-            self._close(client, graceful=False)
-            return
-        self._settle(client)
+        self._carry_on(client)
 
     def _settle(self, client: Client) -> None:
         """Watch the socket for what the connection waits for, under the matching deadline."""
