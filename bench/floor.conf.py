@@ -8,4 +8,4 @@ import runpy
 
 globals().update(runpy.run_path("gunicorn.conf.py"))
 wsgi_app = "bench.floor_app:app"
-worker_class = "proxy.worker.LoopWorker"
+worker_class = "proxy.http.loop.LoopWorker"

@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 from proxy.cache import ReadThroughCache
 from proxy.http import LoopHits, create_app
 from proxy.http.framing import scan
+from proxy.http.loop import LoopWorker
 from proxy.metrics import Metrics
-from proxy.worker import LoopWorker
 
 ROOT = Path(__file__).resolve().parent.parent
 DATE = re.compile(rb"\r\nDate: [^\r]*\r\n")

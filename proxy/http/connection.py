@@ -14,9 +14,27 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from gunicorn.util import write_error
+
 LINGER_SECONDS = 2.0  # as Gunicorn's own graceful close: time for the client to hang up
 MAX_LINGERING = 1024  # sockets lingering at once; past this, close at once
 IOV_MAX = 1024  # buffers per sendmsg() call (Linux's UIO_MAXIOV)
+# The loop's own answers: past MAX_CONNECTIONS, and a request that did not arrive in time.
+REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
+HTTP_REFUSAL = (
+    b"HTTP/1.1 503 Service Unavailable\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Retry-After: 1\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(REFUSAL_BODY), REFUSAL_BODY)
+)
+TIMEOUT_BODY = b'{"error":"request_timeout","detail":"the request did not arrive in time"}'
+HTTP_TIMEOUT = (
+    b"HTTP/1.1 408 Request Timeout\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(TIMEOUT_BODY), TIMEOUT_BODY)
+)
 
 
 class Lingerer:
@@ -204,3 +222,20 @@ class CapturedSocket:
 
     def gettimeout(self) -> float:
         return 0.0
+
+
+def hung_up(sock: socket.socket) -> bool:
+    """True if the peer closed an idle non-blocking socket (EOF or error, nothing to read)."""
+    try:
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
+def gunicorn_error(status: int, reason: str, message: str) -> bytes:
+    """An error answer in Gunicorn's own format (its parser's errors look the same)."""
+    sink = CapturedSocket(b"")
+    write_error(sink, status, reason, message)
+    return b"".join(sink.written)

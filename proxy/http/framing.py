@@ -1,8 +1,8 @@
 """Where an HTTP/1.x request ends in the bytes read so far, and whether it is a plain `/get/` read.
 
 The worker's event loop reads every HTTP connection itself, so that no pool thread ever waits
-for a client (proxy/worker.py). From the bytes it holds it needs two answers: is a whole request
-there yet, and is it a request the loop may answer from the cache itself (proxy/http/hits.py).
+for a client (proxy/http/loop.py). From the bytes it holds it needs two answers: is a whole request
+there yet, and is it a request the loop may answer from the cache itself (proxy/http/onloop.py).
 Both answers err on one side. A request whose framing this module is not sure of is handed to
 Gunicorn with everything read so far, and the connection closes after Gunicorn's answer. A
 request is *canonical* only if Gunicorn would parse it to exactly the same method, target,
@@ -60,6 +60,7 @@ class Framed(NamedTuple):
     end: int  # offset just past the request (head and body)
     exact: bool  # False: the framing is uncertain; hand over all that was read, then close
     canonical: Canonical | None
+    oversized: bool = False  # the head did not end within MAX_HEAD_BYTES
 
 
 def scan(buf: bytes | bytearray, pos: int = 0) -> Framed | None:
@@ -67,7 +68,7 @@ def scan(buf: bytes | bytearray, pos: int = 0) -> Framed | None:
     head_end = buf.find(HEAD_END, pos, pos + MAX_HEAD_BYTES)
     if head_end < 0:
         if len(buf) - pos >= MAX_HEAD_BYTES:
-            return Framed(len(buf), False, None)
+            return Framed(len(buf), False, None, oversized=True)
         return None
     body_at = head_end + len(HEAD_END)
     head = bytes(buf[pos:head_end])

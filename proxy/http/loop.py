@@ -1,0 +1,312 @@
+"""gthread with its poller owning every HTTP connection: no thread waits on a client.
+
+design: stock gthread (Gunicorn 27.0.1, pinned) hands each readable connection to a pool
+thread, which reads the request, runs the app and writes the answer on the client's socket.
+For a cache proxy that costs twice: a hit pays a thread round trip for a microsecond lookup,
+and a client that sends slowly or never reads holds a thread, so a few of them take the whole
+front end down. Here the poller thread (the loop) does all socket I/O:
+
+* it reads what a client sends and finds whole requests in it (proxy/http/framing.py);
+* it answers canonical `/get/` hits itself (proxy/http/onloop.py), byte for byte as Flask would;
+* any other request goes to a pool thread *whole*: Gunicorn's parser and the Flask app run on
+  the bytes the loop read, and their answer is collected (proxy/http/connection.py) for the
+  loop to write as the client's socket allows;
+* a client that dribbles its request, or does not read its answers, holds only its connection:
+  the loop gives it KEEPALIVE_TIMEOUT to send a request and SEND_TIMEOUT to take an answer.
+
+MAX_PARALLEL counts the loop as one slot: with 1, a hit waits for a request on the thread (so
+everything runs one at a time, in arrival order); with N > 1 the pool has N - 1 threads and the
+loop answers hits whatever they are doing. Past MAX_CONNECTIONS a client gets 503 at once.
+The proxy's worker (proxy/worker.py) subclasses this one to own the service and answer hits;
+LoopWorker alone, without hits on the loop, serves the benchmark's Flask floor.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import selectors
+import socket
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+import gunicorn
+from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
+
+from proxy.http.connection import (
+    HTTP_REFUSAL,
+    HTTP_TIMEOUT,
+    CapturedSocket,
+    Client,
+    Deadlines,
+    Lingerer,
+    gunicorn_error,
+    hung_up,
+)
+from proxy.http.framing import scan
+from proxy.http.onloop import LoopHits
+
+TESTED_GUNICORN = (27, 0, 1)
+SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
+READ_SIZE = 65536
+TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
+log = logging.getLogger(__name__)
+
+
+class LoopWorker(ThreadWorker):
+    """gthread whose poller owns the connections (see the module's design note)."""
+
+    hits_on_loop = False  # ProxyWorker: the loop answers hits, and is a slot of its own
+    hits: LoopHits | None = None  # what answers them (set when the service is built)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.client_limit = self.cfg.worker_connections
+        self.worker_connections = float("inf")  # gthread's own limit: we refuse, not stall
+        # gthread closes after an answer past `worker_connections - threads` kept-alive
+        # connections; every connection within the limit may stay here.
+        self.max_keepalived = self.client_limit
+        self.refused = 0
+        self.in_flight = 0  # requests on pool threads (running or queued)
+        self.sequential = self.cfg.threads == 1  # MAX_PARALLEL=1 (read once: cfg is slow)
+        self.connections: dict[socket.socket, Client] = {}
+        self.idle = Deadlines(self.cfg.keepalive)  # waiting for a request
+        # From a request's first byte to its last: as long as an idle client may stay.
+        self.reading = Deadlines(self.cfg.keepalive)
+        self.writing = Deadlines(SEND_TIMEOUT)  # an answer waiting for the client to read it
+
+    @property
+    def clients(self) -> int:
+        """Connected HTTP clients (for metrics)."""
+        return int(self.nr_conns)
+
+    @property
+    def loop_is_free(self) -> bool:
+        """May the loop answer a hit now? Not while a request runs with MAX_PARALLEL=1."""
+        return not (self.sequential and self.in_flight)
+
+    def get_thread_pool(self) -> ThreadPoolExecutor:
+        threads = self.cfg.threads
+        if self.hits_on_loop and threads > 1:
+            threads -= 1  # the loop is a slot of its own
+        return ThreadPoolExecutor(max_workers=threads, thread_name_prefix="http")
+
+    def init_process(self) -> None:
+        if gunicorn.version_info != TESTED_GUNICORN:
+            self.log.warning(
+                "proxy worker was tested with Gunicorn %s, running %s",
+                ".".join(map(str, TESTED_GUNICORN)),
+                gunicorn.__version__,
+            )
+        super().init_process()
+
+    def run(self) -> None:
+        self.lingerer = Lingerer(self.poller)
+        self.poller.register(
+            self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
+        )
+        self.set_accept_enabled(True)
+        while self.alive:
+            self.notify()
+            self.wait_for_and_dispatch_events(TICK)
+            if not self.is_parent_alive():
+                break
+            self._expire(time.monotonic())
+        self._drain()
+
+    def _drain(self) -> None:
+        """After SIGTERM: finish requests in progress; idle clients get STOP_KEEPALIVE_LINGER
+        to send one more (answered with `Connection: close`), as in stock gthread."""
+        self.set_accept_enabled(False)
+        now = time.monotonic()
+        self.idle.cap(now + STOP_KEEPALIVE_LINGER)
+        deadline = now + self.cfg.graceful_timeout
+        while self.connections and time.monotonic() < deadline:
+            self.notify()
+            self.wait_for_and_dispatch_events(TICK)
+            self._expire(time.monotonic())
+        for client in list(self.connections.values()):
+            self._close(client, graceful=False)
+        self.tpool.shutdown(wait=False)
+        self.poller.close()
+        self.method_queue.close()
+        for listener in self.sockets:
+            listener.close()
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        try:
+            events = self.poller.select(timeout)
+        except InterruptedError:
+            return
+        for key, _ in events:
+            if type(key.data) is Client:
+                self._on_event(key.data)
+            else:
+                key.data(key.fileobj)
+
+    def accept(self, listener: socket.socket) -> None:
+        try:
+            sock, address = listener.accept()
+        except OSError as exc:
+            if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+                return
+            raise
+        if self.nr_conns >= self.client_limit:
+            self._reap_departed()
+        if self.nr_conns >= self.client_limit:
+            self.refused += 1
+            self.lingerer.refuse(sock, HTTP_REFUSAL)
+            return
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        client = Client(sock, address, listener.getsockname())
+        self.nr_conns += 1
+        self.connections[sock] = client
+        self._settle(client)
+
+    def _reap_departed(self) -> None:
+        """Stop counting idle clients that already left, so their slots are free at once (a
+        hang-up and a newcomer can arrive in one poll round, the newcomer first)."""
+        self.method_queue.run_callbacks(None)  # requests just finished: settle them first
+        for client in self.idle:
+            if hung_up(client.sock):
+                self._close(client, graceful=False)
+
+    def _on_event(self, client: Client) -> None:
+        if client.events == selectors.EVENT_WRITE:
+            self._carry_on(client)  # requests read while the answers were stuck, too
+        else:
+            self._read(client)
+
+    def _read(self, client: Client) -> None:
+        try:
+            data = client.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:  # the client has gone, or sends no more: answer nothing further
+            self._close(client, graceful=False)
+            return
+        client.received(data)
+        self._carry_on(client)
+
+    def _carry_on(self, client: Client) -> None:
+        """Answer what can be answered, write what the socket takes, then wait for the rest."""
+        if not client.closing:
+            self._advance(client)
+        if client.out and not client.flush():
+            self._close(client, graceful=False)
+            return
+        self._settle(client)
+
+    def _advance(self, client: Client) -> None:
+        """Answer the whole requests read so far, in order, until one goes to a thread."""
+        buf, pos = client.inbuf, 0
+        while pos < len(buf) and not (client.busy or client.closing):
+            framed = scan(buf, pos)
+            if framed is None:
+                break
+            if framed.canonical is not None and self.hits is not None and self.loop_is_free:
+                answered = self.hits.answer(framed.canonical, closing=not self.alive)
+                if answered is not None:
+                    client.out += answered[0]
+                    client.closing = not answered[1]
+                    pos = framed.end
+                    continue
+            request = bytes(buf[pos : framed.end])
+            self._hand_over(client, request, framed.exact, framed.oversized)
+            pos = framed.end
+        client.inbuf = buf[pos:] if pos else buf
+
+    def _hand_over(self, client: Client, request: bytes, exact: bool, oversized: bool) -> None:
+        """Run one whole request on a pool thread; its answer comes back to the loop."""
+        client.busy = True
+        self.in_flight += 1
+        future = self.tpool.submit(self._serve, client, request)
+        future.add_done_callback(
+            lambda done: self.method_queue.defer(self._served, client, done, exact, oversized)
+        )
+
+    def _serve(self, client: Client, request: bytes) -> tuple[list[bytes], bool]:
+        """On a pool thread: Gunicorn parses `request` and the app answers it, into memory.
+        Returns the answer's buffers and whether the connection may serve another request."""
+        sock = CapturedSocket(request)
+        conn = TConn(self.cfg, sock, client.address, client.server)
+        conn.data_ready = True  # the request is all there: never wait for more
+        keep_alive = self.handle(conn) is True
+        leftover = sock.unread or (conn.parser and conn.parser.unreader.buf.getvalue())
+        return sock.written, keep_alive and not leftover and not sock.shut
+
+    def _served(self, client: Client, future: Future[Any], exact: bool, oversized: bool) -> None:
+        """Back on the loop: queue the thread's answer, then carry on with the connection."""
+        self.in_flight -= 1
+        client.busy = False
+        try:
+            written, keep_alive = future.result()
+        except Exception:
+            log.exception("HTTP request failed outside the app")
+            written, keep_alive = [], False
+        if not written and oversized:  # Gunicorn wanted more head than the loop keeps
+            written = [gunicorn_error(431, "Request Header Fields Too Large", "head too long")]
+        client.out += written
+        client.closing = client.closing or not (keep_alive and exact)
+        if client.sock.fileno() < 0:
+            return  # closed while the thread ran (the worker is stopping)
+        self._carry_on(client)
+
+    def _settle(self, client: Client) -> None:
+        """Watch the socket for what the connection waits for, under the matching deadline."""
+        now = time.monotonic()
+        if client.busy:
+            events, timer = 0, None
+        elif client.out:
+            events, timer = selectors.EVENT_WRITE, self.writing
+        elif client.closing:
+            self._close(client, graceful=True)
+            return
+        else:
+            events = selectors.EVENT_READ
+            timer = self.reading if client.inbuf else self.idle
+        self._watch(client, events)
+        if timer is None:
+            if client.timer is not None:
+                client.timer.discard(client)
+        elif timer is not client.timer or timer is not self.reading:
+            timer.start(client, now)  # a request's deadline runs from its first byte
+
+    def _watch(self, client: Client, events: int) -> None:
+        if events == client.events:
+            return
+        if not client.events:
+            self.poller.register(client.sock, events, client)
+        elif not events:
+            self.poller.unregister(client.sock)
+        else:
+            self.poller.modify(client.sock, events, client)
+        client.events = events
+
+    def _expire(self, now: float) -> None:
+        for client in self.idle.expired(now):
+            self._close(client, graceful=False)
+        for client in self.reading.expired(now):
+            client.inbuf, client.out, client.closing = b"", [HTTP_TIMEOUT], True
+            client.flush()
+            self._close(client, graceful=True)
+        for client in self.writing.expired(now):
+            self._close(client, graceful=False)
+        self.lingerer.expire()
+
+    def _close(self, client: Client, graceful: bool) -> None:
+        """Forget a connection (its slot is free at once) and close it."""
+        if self.connections.pop(client.sock, None) is None:
+            return
+        self._watch(client, 0)
+        if client.timer is not None:
+            client.timer.discard(client)
+        self.nr_conns -= 1
+        if graceful:
+            self.lingerer.close(client.sock)
+        else:
+            client.sock.close()
