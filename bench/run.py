@@ -297,10 +297,18 @@ def redis_benchmark(
     label = f"{name}, pipelined {pipeline}" if pipeline > 1 else name
 
     def run(requests_: int) -> list[str]:
-        out = subprocess.run(
-            [*command, "-n", str(requests_)], capture_output=True, text=True, check=True
-        ).stdout
-        return out.strip().splitlines()[-1].replace('"', "").split(",")
+        for attempt in (1, 2):  # it has exited 1 once in a long run, with nothing to show why
+            done = subprocess.run(
+                [*command, "-n", str(requests_)], check=False, capture_output=True, text=True
+            )
+            if done.returncode == 0:
+                return done.stdout.strip().splitlines()[-1].replace('"', "").split(",")
+            print(
+                f"  {label}: redis-benchmark exited {done.returncode} (attempt {attempt}): "
+                f"{(done.stderr or done.stdout).strip()[-500:]}",
+                flush=True,
+            )
+        raise RuntimeError(f"{label}: redis-benchmark failed twice")
 
     calibrated: list[float] = []  # req/s in a short first run, to size every round's run
 
