@@ -229,3 +229,18 @@ def test_fuzzed_frames_leave_the_proxy_serving(proxy, frame: bytes) -> None:
         while sock.recv(65536):
             pass  # the proxy answers what it can, then closes: never hangs
     assert client_for(proxy).ping() is True
+
+
+def test_a_huge_number_after_a_miss_keeps_replies_in_step(proxy, redis_server, key) -> None:
+    redis_server.client.set(key("1"), b"one")
+    redis_server.client.set(key("2"), b"two")
+    nines = "9" * 5000
+    sock = raw(proxy)
+    frame = (
+        f"GET {key('absent')}\r\nGET {key('1')}\r\nSELECT {nines}\r\nGET {key('2')}\r\n"
+    ).encode()
+    sock.sendall(frame)
+    expected = b"$-1\r\n$3\r\none\r\n-ERR value is not an integer or out of range\r\n$3\r\ntwo\r\n"
+    assert read_until(sock, b"two\r\n") == expected
+    sock.sendall(f"GET {key('1')}\r\n".encode())
+    assert read_until(sock, b"\r\none\r\n") == b"$3\r\none\r\n"

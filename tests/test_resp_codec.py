@@ -68,11 +68,39 @@ def test_command_split_at_every_byte_is_reassembled() -> None:
         (b"*1\r\n$3\r\nabcXY", "expected CRLF after a bulk string"),
         (b"G" * (wire.MAX_INLINE_BYTES + 1), "too big inline request"),
         (b"*" + b"1" * (wire.MAX_INLINE_BYTES + 1), "too big multibulk count string"),
+        (b"*" + b"9" * 5000 + b"\r\n", "invalid multibulk length"),
+        (b"*1\r\n$" + b"9" * 5000 + b"\r\n", "invalid bulk length"),
+        (b"*1\r\n$" + b"0" * 20 + b"1\r\n", "invalid bulk length"),
     ],
 )
 def test_malformed_frames_raise_redis_wording(frame: bytes, message: str) -> None:
     with pytest.raises(ProtocolError, match=re.escape(message)):
         wire.RequestParser().feed(frame)
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        (b"0", 0),
+        (b"-12", -12),
+        (b"9" * wire.MAX_DIGITS, int("9" * wire.MAX_DIGITS)),
+        (b"9" * (wire.MAX_DIGITS + 1), None),
+        (b"9" * 5000, None),
+        (b"+1", None),
+        (b"1_0", None),
+        (b" 1", None),
+        (b"", None),
+        (b"-", None),
+        (b"\xd9\xa1", None),
+    ],
+)
+def test_integers_are_strict_and_bounded_before_conversion(text: bytes, value: int | None) -> None:
+    assert wire.parse_integer(text) == value
+
+
+def test_a_huge_count_is_left_by_the_fast_path_to_the_parser() -> None:
+    frame = b"*" + b"9" * 5000 + b"\r\n$3\r\nGET\r\n"
+    assert wire.split_simple_commands(frame) == ([], 0)
 
 
 def test_request_over_the_size_limit_is_refused_before_it_completes() -> None:

@@ -228,6 +228,60 @@ def test_malformed_frame_gets_protocol_error_then_close(server, frame, error) ->
     assert raw.closed_by_server()
 
 
+def test_a_huge_number_in_a_command_is_an_error_in_its_place(server) -> None:
+    nines = b"9" * 5000
+    frame = [b"GET absent", b"GET k", b"SELECT " + nines, b"HELLO " + nines, b"GET k"]
+    raw = Raw(server.port).send(b"".join(wire.request(c.split()) for c in frame))
+    raw.expect(
+        b"$-1\r\n$1\r\nv\r\n-ERR value is not an integer or out of range\r\n"
+        b"-ERR Protocol version is not an integer or out of range\r\n$1\r\nv\r\n"
+    )
+    raw.send(b"GET k\r\n").expect(b"$1\r\nv\r\n")  # and in step after it
+
+
+# Commands with the reply each owes (the fake backend: "k" cached or not, "f..." fetched).
+OWED = {
+    b"PING": b"+PONG\r\n",
+    b"GET k": b"$1\r\nv\r\n",
+    b"GET absent": b"$-1\r\n",
+    b"GET f1": b"$10\r\nfetched:f1\r\n",
+    b"ECHO hi": b"$2\r\nhi\r\n",
+    b"SELECT 0": b"+OK\r\n",
+    b"SELECT " + b"9" * 5000: b"-ERR value is not an integer or out of range\r\n",
+}
+GARBAGE = [
+    b"*x\r\n",
+    b"*1\r\n:1\r\n",
+    b"*1\r\n$-5\r\n",
+    b"*1\r\n$3\r\nGETXY",
+    b"*" + b"9" * 5000 + b"\r\n",
+    b"*2\r\n$3\r\nGET\r\n$" + b"9" * 5000 + b"\r\n",
+]
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(st.sampled_from(sorted(OWED)), max_size=12),
+    st.sampled_from(GARBAGE),
+    st.lists(st.integers(0, 10_000), max_size=3),
+)
+def test_garbage_anywhere_gets_the_owed_replies_in_order_then_one_error(
+    server, owed: list[bytes], garbage: bytes, cuts: list[int]
+) -> None:
+    stream = b"".join(wire.request(command.split()) for command in owed) + garbage
+    raw = Raw(server.port)
+    at = 0
+    for cut in sorted(cut % (len(stream) + 1) for cut in cuts):  # any split between reads
+        raw.send(stream[at:cut])
+        at = cut
+    raw.send(stream[at:])
+    raw.expect(b"".join(OWED[command] for command in owed))
+    raw.expect_line(b"-ERR Protocol error: ")
+    assert raw.closed_by_server()
+
+
 @pytest.mark.parametrize(
     ("error", "line"),
     [

@@ -14,6 +14,9 @@ MAX_INLINE_BYTES = 64 * 1024  # an inline command, or the length line of an arra
 MAX_ARRAY_LENGTH = 64 * 1024  # arguments in one command (an MGET of 65535 keys)
 MAX_BULK_BYTES = 1024 * 1024  # one argument (a key)
 MAX_REQUEST_BYTES = 16 * 1024 * 1024  # one whole command as it waits to be complete
+# Digits in any number a client sends (a length, a protocol version, a DB index): enough for a
+# signed 64-bit integer, as Redis reads them; Python's int() refuses past 4,300 digits anyway.
+MAX_DIGITS = 19
 CRLF = b"\r\n"
 GET_NAMES = frozenset((b"GET", b"get", b"Get"))
 # The length lines of bulk strings up to 4 KiB, b"$0" to b"$4095": the GET fast paths look them
@@ -120,14 +123,20 @@ class RequestParser:
             if len(self._buffer) - self._pos > MAX_INLINE_BYTES:
                 raise ProtocolError(f"too big {name} count string")
             return None
-        digits = self._buffer[self._pos + 1 : end]
-        if not digits.removeprefix(b"-").isdigit():  # strict, unlike int(): no "+", "_", " "
-            raise ProtocolError(f"invalid {name} length")
-        value = int(digits)
-        if value > limit:
+        value = parse_integer(bytes(self._buffer[self._pos + 1 : end]))
+        if value is None or value > limit:
             raise ProtocolError(f"invalid {name} length")
         self._pos = end + 2
         return value
+
+
+def parse_integer(text: bytes) -> int | None:
+    """`text` as a decimal integer, strictly (an optional "-" and at most MAX_DIGITS digits:
+    no "+", "_" or spaces, which int() would take), else None."""
+    digits = text.removeprefix(b"-")
+    if not digits.isdigit() or len(digits) > MAX_DIGITS:
+        return None
+    return int(text)
 
 
 def split_simple_commands(data: bytes) -> tuple[list[list[bytes]], int]:
@@ -146,10 +155,10 @@ def split_simple_commands(data: bytes) -> tuple[list[list[bytes]], int]:
     index = 0
     while index < last:
         head = parts[index]
-        count = head[1:]
-        if head[:1] != b"*" or not count.isdigit() or not 0 < int(count) <= MAX_ARRAY_LENGTH:
+        count = parse_integer(head[1:]) if head[:1] == b"*" else None
+        if count is None or not 0 < count <= MAX_ARRAY_LENGTH:
             break
-        stop = index + 1 + 2 * int(count)
+        stop = index + 1 + 2 * count
         if stop > last:
             break
         args = parts[index + 2 : stop : 2]

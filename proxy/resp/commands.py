@@ -130,9 +130,10 @@ def echo(session: Session, args: list[bytes]) -> bytes:
 def hello(session: Session, args: list[bytes]) -> bytes:
     protocol, name, options = session.protocol, session.name, args
     if args:
-        if not args[0].isdigit():
+        version = wire.parse_integer(args[0])
+        if version is None or version < 0:
             return wire.error("ERR Protocol version is not an integer or out of range")
-        protocol, options = int(args[0]), args[1:]
+        protocol, options = version, args[1:]
         if protocol not in (2, 3):
             return wire.error("NOPROTO unsupported protocol version")
     while options:
@@ -212,9 +213,10 @@ CLIENT_SUBCOMMANDS: dict[bytes, tuple[int, Callable[[Session, list[bytes]], byte
 
 
 def select(session: Session, args: list[bytes]) -> bytes:
-    if not args[0].removeprefix(b"-").isdigit():
+    index = wire.parse_integer(args[0])
+    if index is None:
         return wire.error("ERR value is not an integer or out of range")
-    if int(args[0]) != 0:
+    if index != 0:
         return wire.error("ERR DB index is out of range (the proxy serves one database as 0)")
     return OK
 

@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 MAX_GET_RUN = 64  # pipelined GETs peeked under one cache-lock acquisition
 MAX_QUEUED_COMMANDS = 1024  # parsed but unanswered, per connection; then stop reading
 Queued = bytes | list[bytes]  # a GET's key, or any other command
+INTERNAL_ERROR = wire.error("ERR internal error in the proxy (logged)")
 
 # The error map: a typed error -> the RESP error line. `{}` is the error's own message.
 ERROR_MAP: dict[type[ProxyError], str] = {
@@ -191,7 +192,7 @@ class Connection(asyncio.Protocol):
                     continue
                 result: Result = commands.read_key(self.session.protocol, head)
             else:
-                result = commands.execute(self.session, head)
+                result = self._execute(head)
             if isinstance(result, Deferred) and self.pool.full:  # it needs a thread: wait
                 self.pool.wait_for_slot(self)  # (deferred commands are pure: run again then)
                 break
@@ -200,6 +201,14 @@ class Connection(asyncio.Protocol):
         if replies:
             self.transport.write(b"".join(replies))
         self._after_processing()
+
+    def _execute(self, command: list[bytes]) -> Result:
+        """A command's result; a bug in it is answered in its place, so replies stay in order."""
+        try:
+            return commands.execute(self.session, command)
+        except Exception:
+            log.exception("RESP command failed")
+            return INTERNAL_ERROR
 
     def _answer_hits(self, replies: list[bytes]) -> bool:
         """Peek the run of GETs at the head of the queue; answer its leading hits."""
@@ -258,7 +267,7 @@ class Connection(asyncio.Protocol):
             reply, outcome = error_reply(exc), "error"
         except Exception:
             log.exception("RESP request failed")
-            reply, outcome = wire.error("ERR internal error in the proxy (logged)"), "error"
+            reply, outcome = INTERNAL_ERROR, "error"
         self.stats.record(outcome, time.perf_counter() - started)
         if not self.closed:
             self.transport.write(reply)
