@@ -5,10 +5,11 @@ Start from the project root: `gunicorn -c gunicorn.conf.py`.
 
 import sys
 
-from proxy.config import ConfigError, Settings
+from proxy.config import ConfigError, Settings, ensure_descriptors
 
 try:
     settings = Settings.load()
+    ensure_descriptors(settings.descriptors_needed)
 except ConfigError as exc:
     # Exit before the arbiter starts any worker, naming every bad variable at once.
     print(f"redis-cache-proxy: {exc}", file=sys.stderr)

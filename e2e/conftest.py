@@ -54,12 +54,15 @@ def proxy_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
 
 @pytest.fixture
 def start_proxy(tmp_path: Path, proxy_env: Callable[..., dict[str, str]]) -> Iterator[StartProxy]:
-    """Start proxies with chosen settings, e.g. `start_proxy(redis, cache_ttl=1)`; stop all."""
+    """Start proxies with chosen settings, e.g. `start_proxy(redis, cache_ttl=1)`, and
+    optionally a (soft, hard) open-files limit; stop all."""
     proxies: list[Proxy] = []
 
-    def start(redis: RedisServer, **settings: object) -> Proxy:
+    def start(
+        redis: RedisServer, open_files: tuple[int, int] | None = None, **settings: object
+    ) -> Proxy:
         log_path = tmp_path / f"proxy-{next(_counter)}.log"
-        proxy = Proxy(proxy_env(redis, **settings), log_path)
+        proxy = Proxy(proxy_env(redis, **settings), log_path, open_files=open_files)
         proxies.append(proxy)
         return proxy.start()
 

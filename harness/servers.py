@@ -182,9 +182,11 @@ class Proxy:
         log_path: Path,
         config: str = "gunicorn.conf.py",
         root: Path = ROOT,
+        open_files: tuple[int, int] | None = None,
     ) -> None:
         self.config = config
         self.root = root
+        self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE, as `ulimit -n` would set
         self.port = int(env["PROXY_PORT"])
         self.resp_port = int(env.get("RESP_PORT", "0"))
         self.url = f"http://127.0.0.1:{self.port}"
@@ -201,13 +203,19 @@ class Proxy:
         """Start gunicorn in its own process group without waiting for readiness."""
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
-                [GUNICORN, "-c", self.config],
+                [*self._limited(), GUNICORN, "-c", self.config],
                 cwd=self.root,
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def _limited(self) -> list[str]:
+        """The command prefix that sets the open-files limit, if one is asked for."""
+        if self.open_files is None:
+            return []
+        return ["prlimit", "--nofile={}:{}".format(*self.open_files), "--"]
 
     def _answers(self) -> bool:
         """One probe request. It asks the server to close and reads until it does, so once

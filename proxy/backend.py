@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -29,9 +27,9 @@ from proxy.errors import (
     BackendUnavailable,
     WrongType,
 )
+from proxy.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
-WARN_INTERVAL_SECONDS = 10.0
 
 
 @contextmanager
@@ -77,7 +75,7 @@ class Backend:
             client_name="redis-cache-proxy",
             **tracking,
         )
-        self._warnings = _Warnings()
+        self._warnings = RateLimitedLog(log)
 
     def get(self, key: bytes) -> bytes | None:
         """The value stored under `key`, or None when Redis has no such key."""
@@ -85,7 +83,8 @@ class Backend:
             with redis_errors_as_typed(self.timeout):
                 value = self._client.get(key)
         except BackendError as exc:
-            self._warnings.warn(exc)
+            if not isinstance(exc, WrongType):  # the client's mistake, not the backend's
+                self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
             raise
         return cast(bytes | None, value)  # bytes, as decode_responses is off
 
@@ -177,31 +176,3 @@ class InvalidationLink:
 
     def close(self) -> None:
         self._pool.disconnect()
-
-
-class _Warnings:
-    """Logs backend errors, at most one line per kind per interval, counting the rest."""
-
-    def __init__(self, interval: float = WARN_INTERVAL_SECONDS) -> None:
-        self.interval = interval
-        self._lock = threading.Lock()
-        self._last: dict[str, float] = {}
-        self._suppressed: Counter[str] = Counter()
-
-    def warn(self, error: BackendError) -> None:
-        if isinstance(error, WrongType):
-            return  # the client's mistake, not the backend's
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last.get(error.kind, -self.interval) < self.interval:
-                self._suppressed[error.kind] += 1
-                return
-            self._last[error.kind] = now
-            suppressed, self._suppressed[error.kind] = self._suppressed[error.kind], 0
-        log.warning(
-            "backend %s: %s (%d more like it in the last %g s not logged)",
-            error.kind,
-            error,
-            suppressed,
-            self.interval,
-        )

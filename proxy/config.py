@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import resource
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -13,6 +14,11 @@ from urllib.parse import urlsplit
 DOTENV_PATH = Path(".env")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 ACCESS_LOGS = ("hashed", "raw", "off")  # how access lines show keys: a hash, as sent, or no lines
+
+
+# Descriptors the worker holds whatever the load: listeners, pollers and their wake-up pipes,
+# log files, the interpreter's own, and one kept in reserve to refuse a client when out of them.
+RESERVED_DESCRIPTORS = 64
 
 
 class ConfigError(Exception):
@@ -161,10 +167,36 @@ class Settings:
         return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
 
     @property
+    def descriptors_needed(self) -> int:
+        """The most descriptors the worker can hold: on each front end MAX_CONNECTIONS clients
+        and as many closing ones lingering; a Redis connection per thread of each front end;
+        RESERVED_DESCRIPTORS."""
+        return 4 * self.max_connections + 2 * self.max_parallel + RESERVED_DESCRIPTORS
+
+    @property
     def bind(self) -> str:
         """The listen address in Gunicorn's `bind` syntax (IPv6 literals bracketed)."""
         host = f"[{self.proxy_host}]" if ":" in self.proxy_host else self.proxy_host
         return f"{host}:{self.proxy_port}"
+
+
+def ensure_descriptors(needed: int) -> int:
+    """Raise this process's soft RLIMIT_NOFILE to `needed` if it is lower (the worker inherits
+    it); ConfigError, naming the numbers, if the hard limit does not allow it. Returns the
+    soft limit now in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY or soft >= needed:
+        return soft
+    if hard != resource.RLIM_INFINITY and hard < needed:
+        raise ConfigError(
+            [
+                f"open files: the limit is {hard} (hard) but MAX_CONNECTIONS and MAX_PARALLEL "
+                f"need {needed} (4 x MAX_CONNECTIONS + 2 x MAX_PARALLEL + "
+                f"{RESERVED_DESCRIPTORS}): raise `ulimit -n` or lower MAX_CONNECTIONS"
+            ]
+        )
+    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
+    return needed
 
 
 def mask_password(url: str) -> str:

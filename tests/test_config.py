@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 import pytest
 
-from proxy.config import ConfigError, Settings, read_dotenv
+from proxy.config import (
+    RESERVED_DESCRIPTORS,
+    ConfigError,
+    Settings,
+    ensure_descriptors,
+    read_dotenv,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,3 +149,22 @@ def test_password_is_masked_in_the_description(url: str, shown: str) -> None:
     description = Settings.from_env({"REDIS_URL": url}).describe()
     assert f"REDIS_URL={shown} " in description
     assert "s3cret" not in description
+
+
+def test_descriptors_needed_counts_both_front_ends_lingering_and_redis() -> None:
+    settings = Settings.from_env({"MAX_CONNECTIONS": "100", "MAX_PARALLEL": "4"})
+    assert settings.descriptors_needed == 4 * 100 + 2 * 4 + RESERVED_DESCRIPTORS
+
+
+def test_descriptors_within_the_soft_limit_change_nothing() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert ensure_descriptors(min(soft, 100)) == soft
+    assert resource.getrlimit(resource.RLIMIT_NOFILE) == (soft, hard)
+
+
+def test_descriptors_past_the_hard_limit_are_a_config_error_naming_the_numbers() -> None:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        pytest.skip("no hard limit on open files here")
+    with pytest.raises(ConfigError, match=rf"the limit is {hard} \(hard\) but .* need {hard + 1}"):
+        ensure_descriptors(hard + 1)

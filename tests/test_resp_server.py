@@ -19,7 +19,7 @@ from proxy import errors
 from proxy.cache import ReadThroughCache
 from proxy.resp import codec as wire
 from proxy.resp.connection import ERROR_MAP
-from proxy.resp.server import RespServer
+from proxy.resp.server import LISTEN_FAILED, RespServer
 
 DEADLINE = 5.0
 DATA: dict[bytes, bytes | Exception] = {
@@ -384,3 +384,35 @@ def test_every_proxy_error_has_a_resp_error_line() -> None:
         cls = pending.pop()
         pending += cls.__subclasses__()
         assert any(base in ERROR_MAP for base in cls.__mro__), cls
+
+
+def test_refused_clients_linger_no_more_than_max_connections(start_server) -> None:
+    server = start_server(max_connections=2)
+    kept = [Raw(server.port).send(b"PING\r\n") for _ in range(2)]
+    for raw in kept:
+        raw.expect(b"+PONG\r\n")
+    refused = [Raw(server.port) for _ in range(20)]
+    for raw in refused:
+        raw.expect(b"-ERR max number of clients reached\r\n")
+    assert server.refused == 20
+    assert len(server.refusing) <= 2  # the rest were closed once the error was written
+    kept[0].send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+
+
+def test_a_listener_uvloop_closed_on_an_accept_error_listens_again(server) -> None:
+    def close_as_uvloop_does() -> None:
+        assert server._server is not None
+        server._server.close()
+        server._on_loop_error(server._loop, {"message": LISTEN_FAILED, "exception": OSError(24)})
+
+    server._loop.call_soon_threadsafe(close_as_uvloop_does)
+    poll(lambda: server._server is not None and not server._server.is_serving(), DEADLINE, "close")
+
+    def answers() -> bool:
+        try:
+            Raw(server.port).send(b"PING\r\n").expect(b"+PONG\r\n")
+        except OSError:
+            return False
+        return True
+
+    poll(answers, DEADLINE, "the listener to be back")

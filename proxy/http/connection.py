@@ -8,6 +8,7 @@ waits on a client, however slowly it sends or reads.
 
 from __future__ import annotations
 
+import os
 import selectors
 import socket
 import time
@@ -17,7 +18,6 @@ from typing import Any
 from gunicorn.util import write_error
 
 LINGER_SECONDS = 2.0  # as Gunicorn's own graceful close: time for the client to hang up
-MAX_LINGERING = 1024  # sockets lingering at once; past this, close at once
 IOV_MAX = 1024  # buffers per sendmsg() call (Linux's UIO_MAXIOV)
 # The loop's own answers: past MAX_CONNECTIONS, and a request that did not arrive in time.
 REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
@@ -37,6 +37,41 @@ HTTP_TIMEOUT = (
 )
 
 
+class Spare:
+    """A descriptor held back, so that a client can still be refused with an answer when the
+    process has no other to give it (the "EMFILE trick" of libuv and nginx)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        self._take()
+
+    def _take(self) -> None:
+        try:
+            self._fd = os.open(os.devnull, os.O_RDONLY)
+        except OSError:
+            self._fd = None  # taken again at the next refusal
+
+    def refuse(self, listener: socket.socket, answer: bytes) -> int:
+        """Free the spare, accept one waiting client, answer it and close it, take the spare
+        back. Returns how many clients were refused (0 or 1)."""
+        if self._fd is not None:
+            os.close(self._fd)
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            self._take()
+            return 0
+        with sock:
+            try:
+                sock.setblocking(False)
+                sock.send(answer)
+                sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        self._take()
+        return 1
+
+
 class Lingerer:
     """Closes sockets without blocking the event loop ("lingering close", RFC 9112 9.6).
 
@@ -45,8 +80,9 @@ class Lingerer:
     discard in the poller until the client hangs up or LINGER_SECONDS pass, then close.
     """
 
-    def __init__(self, poller: selectors.BaseSelector) -> None:
+    def __init__(self, poller: selectors.BaseSelector, limit: int) -> None:
         self.poller = poller
+        self.limit = limit  # sockets lingering at once (MAX_CONNECTIONS); past it, close at once
         # socket -> deadline; insertion order is deadline order, as every linger is as long.
         self._lingering: dict[socket.socket, float] = {}
 
@@ -58,7 +94,7 @@ class Lingerer:
         except OSError:
             sock.close()
             return
-        if len(self._lingering) >= MAX_LINGERING:
+        if len(self._lingering) >= self.limit:
             sock.close()
             return
         self._lingering[sock] = time.monotonic() + LINGER_SECONDS
@@ -101,7 +137,18 @@ class Lingerer:
 class Client:
     """One HTTP connection: bytes read and not yet answered, answers not yet written."""
 
-    __slots__ = ("address", "busy", "closing", "events", "inbuf", "out", "server", "sock", "timer")
+    __slots__ = (
+        "address",
+        "busy",
+        "closing",
+        "events",
+        "inbuf",
+        "out",
+        "sent",
+        "server",
+        "sock",
+        "timer",
+    )
 
     def __init__(self, sock: socket.socket, address: Any, server: Any) -> None:
         self.sock = sock
@@ -113,6 +160,7 @@ class Client:
         self.closing = False  # close once `out` is written
         self.events = 0  # what the poller watches this socket for
         self.timer: Deadlines | None = None  # the deadline this connection is under, if any
+        self.sent = 0  # bytes written to the socket so far
 
     def received(self, data: bytes) -> None:
         """Append bytes read from the socket (a bytearray only when they pile up)."""
@@ -133,6 +181,7 @@ class Client:
                 return True
             except OSError:
                 return False
+            self.sent += sent
             while sent:
                 size = len(out[0])
                 if sent < size:

@@ -41,16 +41,22 @@ from proxy.http.connection import (
     Client,
     Deadlines,
     Lingerer,
+    Spare,
     gunicorn_error,
     hung_up,
 )
 from proxy.http.framing import scan
 from proxy.http.onloop import LoopHits
+from proxy.logs import RateLimitedLog
 
 TESTED_GUNICORN = (27, 0, 1)
 SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
 READ_SIZE = 65536
 TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
+# accept() errors that mean "no descriptor now" (the process's or the system's limit, or kernel
+# memory): the worker backs off instead of dying.
+OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
+ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of descriptors
 log = logging.getLogger(__name__)
 
 
@@ -68,6 +74,8 @@ class LoopWorker(ThreadWorker):
         # connections; every connection within the limit may stay here.
         self.max_keepalived = self.client_limit
         self.refused = 0
+        self.accept_again_at = 0.0  # accepting paused until then (out of descriptors)
+        self.descriptor_warnings = RateLimitedLog(log)
         self.in_flight = 0  # requests on pool threads (running or queued)
         self.sequential = self.cfg.threads == 1  # MAX_PARALLEL=1 (read once: cfg is slow)
         self.connections: dict[socket.socket, Client] = {}
@@ -102,7 +110,8 @@ class LoopWorker(ThreadWorker):
         super().init_process()
 
     def run(self) -> None:
-        self.lingerer = Lingerer(self.poller)
+        self.lingerer = Lingerer(self.poller, self.client_limit)
+        self.spare = Spare()
         self.poller.register(
             self.method_queue.fileno(), selectors.EVENT_READ, self.method_queue.run_callbacks
         )
@@ -112,13 +121,21 @@ class LoopWorker(ThreadWorker):
             self.wait_for_and_dispatch_events(TICK)
             if not self.is_parent_alive():
                 break
-            self._expire(time.monotonic())
+            now = time.monotonic()
+            self._expire(now)
+            if self.accept_again_at and now >= self.accept_again_at:
+                self.accept_again_at = 0.0
+                self.set_accept_enabled(True)
         self._drain()
 
     def _drain(self) -> None:
         """After SIGTERM: finish requests in progress; idle clients get STOP_KEEPALIVE_LINGER
-        to send one more (answered with `Connection: close`), as in stock gthread."""
+        to send one more (answered with `Connection: close`), as in stock gthread. The
+        listeners close first (the arbiter has closed its copies): a newcomer is refused by
+        the kernel, rather than queued in the backlog and reset when the worker exits."""
         self.set_accept_enabled(False)
+        for listener in self.sockets:
+            listener.close()
         now = time.monotonic()
         self.idle.cap(now + STOP_KEEPALIVE_LINGER)
         deadline = now + self.cfg.graceful_timeout
@@ -127,12 +144,23 @@ class LoopWorker(ThreadWorker):
             self.wait_for_and_dispatch_events(TICK)
             self._expire(time.monotonic())
         for client in list(self.connections.values()):
-            self._close(client, graceful=False)
+            self._cut(client)
         self.tpool.shutdown(wait=False)
         self.poller.close()
         self.method_queue.close()
-        for listener in self.sockets:
-            listener.close()
+
+    def _cut(self, client: Client) -> None:
+        """Close a connection still busy at GRACEFUL_TIMEOUT, saying what it loses."""
+        unsent = sum(len(buffer) for buffer in client.out)
+        if unsent or client.busy:
+            log.warning(
+                "HTTP connection from %s cut at GRACEFUL_TIMEOUT: %d bytes sent, %d not sent%s",
+                client.address[0] if client.address else "?",
+                client.sent,
+                unsent,
+                ", a request still running" if client.busy else "",
+            )
+        self._close(client, graceful=False)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
         try:
@@ -151,7 +179,10 @@ class LoopWorker(ThreadWorker):
         except OSError as exc:
             if exc.errno in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 return
-            raise
+            if exc.errno not in OUT_OF_DESCRIPTORS:
+                raise
+            self._out_of_descriptors(listener, exc)
+            return
         if self.nr_conns >= self.client_limit:
             self._reap_departed()
         if self.nr_conns >= self.client_limit:
@@ -164,6 +195,14 @@ class LoopWorker(ThreadWorker):
         self.nr_conns += 1
         self.connections[sock] = client
         self._settle(client)
+
+    def _out_of_descriptors(self, listener: socket.socket, exc: OSError) -> None:
+        """No descriptor for a newcomer (the process or system limit): refuse it with the
+        spare descriptor, then stop accepting for a moment; everyone connected is served on."""
+        self.refused += self.spare.refuse(listener, HTTP_REFUSAL)
+        self.set_accept_enabled(False)
+        self.accept_again_at = time.monotonic() + ACCEPT_BACKOFF
+        self.descriptor_warnings.warn("HTTP accept failed, pausing accepts: %s", exc)
 
     def _reap_departed(self) -> None:
         """Stop counting idle clients that already left, so their slots are free at once (a

@@ -98,6 +98,22 @@ class Connection(asyncio.Protocol):
         self.queue.clear()
         self.clients.discard(self)
 
+    def cut(self) -> None:
+        """Close now (the worker is stopping), saying what is lost if anything is."""
+        unsent = self.transport.get_write_buffer_size()
+        if unsent or self.queue or self.deferred:
+            log.warning(
+                "RESP connection %d cut at GRACEFUL_TIMEOUT: %d bytes of replies not sent, "
+                "%d requests not answered",
+                self.session.id,
+                unsent,
+                len(self.queue) + self.deferred,
+            )
+        if unsent:
+            self.transport.abort()  # close() would wait for the client to read it all
+        else:
+            self.transport.close()
+
     def eof_received(self) -> bool:
         # The client finished sending: answer what it asked, then close (not at once).
         self.quitting = True

@@ -13,11 +13,12 @@ import itertools
 import logging
 import threading
 import time
-from typing import cast
+from typing import Any, cast
 
 import uvloop
 
 from proxy.cache import ReadThroughCache
+from proxy.logs import RateLimitedLog
 from proxy.metrics import Recorder, RequestStats
 from proxy.resp import codec as wire
 from proxy.resp.commands import Session
@@ -27,6 +28,10 @@ from proxy.resp.pool import MissPool
 log = logging.getLogger(__name__)
 
 MAX_CLIENTS_REPLY = wire.error("ERR max number of clients reached")
+# uvloop's message when accept() fails for a reason libuv does not absorb (ENOBUFS, ENOMEM, or
+# out of descriptors with its own spare gone): it then closes the listener for good.
+LISTEN_FAILED = "error status in uv_stream_t.listen callback"
+ACCEPT_BACKOFF = 0.5  # seconds before listening again after that
 REFUSED_LINGER_SECONDS = 1.0
 STOP_POLL_SECONDS = 0.05
 
@@ -50,12 +55,15 @@ class RespServer:
         self.max_connections = max_connections
         self.refused = 0
         self.connections: set[Connection] = set()
+        self.refusing: set[asyncio.BaseTransport] = set()  # refused, lingering to be read
         self._ids = itertools.count(1)
         # uvloop: libuv's C event loop, for the per-GET cost of the loop itself
         # (docs/performance.md compares it with asyncio's own).
         self._loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
         self.pool = MissPool(self._loop, max_parallel)
         self._server: asyncio.Server | None = None
+        self.accepting = True  # until stop_accepting()
+        self.errors = RateLimitedLog(log)
         self._thread = threading.Thread(target=self._serve, name="resp-loop", daemon=True)
         self._started = threading.Event()
         self._start_error: BaseException | None = None
@@ -79,6 +87,7 @@ class RespServer:
             self._loop.call_soon_threadsafe(self._close_listener)
 
     def _close_listener(self) -> None:
+        self.accepting = False
         if self._server is not None and self._server.is_serving():
             self._server.close()
 
@@ -92,12 +101,9 @@ class RespServer:
 
     def _serve(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._loop.set_exception_handler(self._on_loop_error)
         try:
-            server = self._loop.run_until_complete(
-                self._loop.create_server(self._protocol_for_new_client, self.host, self.port)
-            )
-            self.port = server.sockets[0].getsockname()[1]  # the kernel's pick for port 0
-            self._server = server
+            self._loop.run_until_complete(self._listen())
         except OSError as exc:
             self._start_error = exc
             self._started.set()
@@ -108,10 +114,34 @@ class RespServer:
         finally:
             self._loop.close()
 
+    async def _listen(self) -> None:
+        server = await self._loop.create_server(self._protocol_for_new_client, self.host, self.port)
+        self.port = server.sockets[0].getsockname()[1]  # the kernel's pick for port 0
+        self._server = server
+
+    def _on_loop_error(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Errors the loop could not hand to a connection: logged at most once per interval
+        (a flood of clients must not flood the log); a listener uvloop closed is reopened."""
+        message = str(context.get("message", "loop error"))
+        self.errors.warn("RESP: %s: %r", message, context.get("exception"), kind=message)
+        if message == LISTEN_FAILED and self.accepting:
+            loop.call_later(ACCEPT_BACKOFF, self._listen_again)
+
+    def _listen_again(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+        def retry_if_failed(attempt: asyncio.Future[None]) -> None:
+            if not attempt.cancelled() and attempt.exception() is not None and self.accepting:
+                self._on_loop_error(self._loop, {"message": LISTEN_FAILED})
+
+        if self.accepting:
+            self._loop.create_task(self._listen()).add_done_callback(retry_if_failed)
+
     def _protocol_for_new_client(self) -> asyncio.Protocol:
         if self.clients >= self.max_connections:
             self.refused += 1
-            return _Refused()
+            return _Refused(self.refusing, linger=len(self.refusing) < self.max_connections)
         session = Session(next(self._ids))
         return Connection(session, self.cache, self.pool, self.stats, self.connections)
 
@@ -121,18 +151,35 @@ class RespServer:
             self._loop.call_later(STOP_POLL_SECONDS, self._stop_when_idle, deadline)
             return
         for connection in list(self.connections):
-            connection.transport.close()
+            connection.cut()
         self._loop.call_soon(self._loop.stop)  # after the closes have been flushed
 
 
 class _Refused(asyncio.Protocol):
-    """A client past MAX_CONNECTIONS: Redis's own error, then close once it has read it."""
+    """A client past MAX_CONNECTIONS: Redis's own error, then close once it has read it.
+
+    At most MAX_CONNECTIONS refused clients linger at once (`lingering`); past that a refused
+    client is closed as soon as the error is written, so descriptors stay bounded."""
+
+    def __init__(self, lingering: set[asyncio.BaseTransport], linger: bool) -> None:
+        self.lingering = lingering
+        self.linger = linger
+        self.transport: asyncio.BaseTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's, not a subclass: no isinstance
         transport.write(MAX_CLIENTS_REPLY)
+        if not self.linger:
+            transport.close()
+            return
         transport.write_eof()  # FIN after the error; its request is read and discarded
+        self.transport = transport
+        self.lingering.add(transport)
         asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, transport.close)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.transport is not None:
+            self.lingering.discard(self.transport)
 
     def eof_received(self) -> bool:
         return False  # the client hung up: close now
