@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
 import socket
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -11,7 +13,7 @@ from collections import Counter
 import redis
 import requests
 
-from harness.servers import poll
+from harness.servers import GUNICORN, ROOT, poll
 
 
 def status(proxy, path: str) -> int:
@@ -133,6 +135,67 @@ def test_logs_startup_masked_hashed_access_and_rate_limited_warnings(
     assert 1 <= len(warnings) <= 2  # 20 failures, one line per kind per 10 s
     assert "more like it" in warnings[0]
     assert "GET /livez" not in log
+
+
+def test_a_password_in_the_url_query_is_used_and_never_logged(start_proxy, redis_factory) -> None:
+    backing = redis_factory()
+    backing.client.config_set("requirepass", "query-secret")
+    backing.client = redis.Redis(port=backing.port, password="query-secret", protocol=2)
+    backing.client.set("k", b"v")
+    proxy = start_proxy(backing, redis_url=backing.url + "/0?password=query-secret")
+    assert proxy.get("/get/k").content == b"v"
+    assert "password=***" in proxy.log()
+    assert "query-secret" not in proxy.log()
+
+
+def test_an_invalid_url_is_refused_without_showing_its_password(proxy_env, redis_server) -> None:
+    env = {**os.environ, **proxy_env(redis_server)}
+    env["REDIS_URL"] = "redis://default:hunter2@localhost:164790/0?password=hunter3"
+    done = subprocess.run(
+        [GUNICORN, "-c", "gunicorn.conf.py"],
+        check=False,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert b"REDIS_URL='redis://default:***@localhost:164790/0?password=***'" in done.stderr
+    assert b"hunter" not in done.stderr + done.stdout
+
+
+def test_keys_are_hashed_in_every_log_line_and_bad_requests_are_rate_limited(
+    start_proxy, redis_server
+) -> None:
+    proxy = start_proxy(redis_server)
+    requests.post(proxy.url + "/get/secret-key", timeout=5)
+    requests.options(proxy.url + "/get/secret-key", timeout=5)
+    assert proxy.get("/get/secret-key" + "x" * 3000).status_code == 414
+    for _ in range(20):  # a request line Gunicorn refuses, quoting it in its warning
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+            sock.sendall(b"GET /get/secret-key\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400 ")
+    log = proxy.log()
+    assert "secret-key" not in log
+    assert re.search(r"POST /get/<key blake2b:[0-9a-f]{16} len=10> status=405", log)
+    assert re.search(r"OPTIONS /get/<key blake2b:[0-9a-f]{16} len=10> status=405", log)
+    warnings = [line for line in log.splitlines() if "Invalid request" in line]
+    assert 1 <= len(warnings) <= 2, warnings  # 20 bad requests, one line per 10 s
+    assert "/get/<key blake2b:" in warnings[0]
+
+
+def test_http_methods_405_with_allow_and_options_for_the_server(start_proxy, redis_server) -> None:
+    proxy = start_proxy(redis_server)
+    for method in ("POST", "OPTIONS", "DELETE"):
+        answer = requests.request(method, proxy.url + "/get/k", timeout=5)
+        assert (answer.status_code, answer.headers["Allow"]) == (405, "GET, HEAD")
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=5) as sock:
+        sock.sendall(b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        raw = b""
+        while chunk := sock.recv(4096):
+            raw += chunk
+    assert raw.startswith(b"HTTP/1.1 204 NO CONTENT\r\n")  # Werkzeug's reason phrase
+    assert b"\r\nAllow: GET, HEAD\r\n" in raw
 
 
 def assert_clean_stop(proxy) -> None:

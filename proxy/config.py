@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import resource
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -77,6 +78,7 @@ class _Var:
     default: str
     expected: str
     parse: Callable[[str], Any]
+    secret: bool = False  # shown (in errors and the start-up line) through redact_url
 
 
 def _choice(env: str, default: str, choices: tuple[str, ...]) -> _Var:
@@ -90,6 +92,7 @@ _VARS: dict[str, _Var] = {
         "redis://127.0.0.1:6379/0",
         "a URL like redis://[user:password@]host:port/db (or rediss://, unix://)",
         _redis_url,
+        secret=True,
     ),
     "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", _host),
     "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", _int_between(1, 65535)),
@@ -147,7 +150,8 @@ class Settings:
             try:
                 values[field.name] = var.parse(raw)
             except ValueError:
-                problems.append(f"{var.env}={raw!r}: expected {var.expected}")
+                shown = redact_url(raw) if var.secret else raw
+                problems.append(f"{var.env}={shown!r}: expected {var.expected}")
         if values.get("resp_port") and values["resp_port"] == values.get("proxy_port"):
             port = values["resp_port"]
             problems.append(f"RESP_PORT='{port}': expected a port other than PROXY_PORT ({port})")
@@ -163,7 +167,7 @@ class Settings:
     def describe(self) -> str:
         """Every setting as VARIABLE=value, for the startup log line; the password masked."""
         shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
-        shown["redis_url"] = mask_password(self.redis_url)
+        shown["redis_url"] = redact_url(self.redis_url)
         return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
 
     @property
@@ -199,14 +203,19 @@ def ensure_descriptors(needed: int) -> int:
     return needed
 
 
-def mask_password(url: str) -> str:
+# A URL's password, in the userinfo (`//user:secret@`) or the query (`?password=secret`), as
+# redis-py reads both; matched as text so that a URL too broken to parse is redacted too.
+URL_PASSWORDS = (
+    (re.compile(r"(//[^/?#@]*?:)[^/?#]*@"), r"\1***@"),
+    (re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE), r"\1***"),
+)
+
+
+def redact_url(url: str) -> str:
     """`url` with any password replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    user = parts.username or ""
-    host = parts.netloc.rpartition("@")[2]
-    return parts._replace(netloc=f"{user}:***@{host}").geturl()
+    for pattern, replacement in URL_PASSWORDS:
+        url = pattern.sub(replacement, url)
+    return url
 
 
 def read_dotenv(path: Path) -> dict[str, str]:

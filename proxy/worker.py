@@ -12,6 +12,7 @@ import os
 from typing import Any
 
 from proxy.config import Settings
+from proxy.http.accounting import KeyHidingLog
 from proxy.http.loop import LoopWorker
 from proxy.service import Service
 
@@ -20,6 +21,7 @@ class ProxyWorker(LoopWorker):
     """The proxy's worker: owns the service (proxy/service.py) from build to stop."""
 
     hits_on_loop = True
+    log: Any  # Gunicorn's logger; wrapped by KeyHidingLog once the settings are known
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -33,6 +35,7 @@ class ProxyWorker(LoopWorker):
         """
         settings = Settings.load()
         _send_logs_where_gunicorn_does(settings.log_level)
+        self.log = KeyHidingLog(self.log, settings.access_log)
         self.service = Service.build(settings)
         self.service.start(http=self)
         self.wsgi = self.service.http_app

@@ -10,7 +10,7 @@ import sys
 
 import redis
 
-from proxy.config import ConfigError, Settings, mask_password
+from proxy.config import ConfigError, Settings, redact_url
 
 SAMPLES: dict[str, bytes] = {
     "greeting": b"hello",
@@ -26,7 +26,7 @@ def main() -> int:
     except ConfigError as exc:
         print(f"seed: {exc}", file=sys.stderr)
         return 2
-    shown = mask_password(settings.redis_url)
+    shown = redact_url(settings.redis_url)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=5, protocol=2)
     try:
         client.mset(SAMPLES)

@@ -150,11 +150,22 @@ def test_hits_are_answered_without_flask_dispatch(fetch: RecordingFetch) -> None
     assert dispatched == ["/get/k?", "/get/absent?", "/get/absent?"]  # misses only
 
 
-@pytest.mark.parametrize("method", ["post", "put", "delete", "patch"])
-def test_other_methods_are_405(client: FlaskClient, method: str) -> None:
-    response = getattr(client, method)("/get/k")
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/get/k", "/livez"])
+def test_other_methods_are_405_saying_what_is_allowed(
+    client: FlaskClient, method: str, path: str
+) -> None:
+    response = client.open(path, method=method)
     assert response.status_code == 405
     assert error_code(response) == "method_not_allowed"
+    assert response.headers["Allow"] == "GET, HEAD"
+
+
+def test_options_for_the_whole_server_lists_its_methods(client: FlaskClient) -> None:
+    response = client.open("*", method="OPTIONS")
+    assert (response.status_code, response.data) == (204, b"")
+    assert response.headers["Allow"] == "GET, HEAD"
+    assert "Content-Type" not in response.headers
 
 
 @pytest.mark.parametrize(
@@ -287,6 +298,25 @@ def test_access_log_shows_a_hit_as_it_showed_the_miss(client, fetch, caplog) -> 
     miss, hit = (line.partition(" duration_ms=")[0] for line in access_lines(caplog))
     assert hit == miss
     assert miss.endswith("status=200 bytes=5")
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("POST", "/get/private"),
+        ("OPTIONS", "/get/private"),
+        ("GET", "/get/private" + "x" * MAX_KEY_BYTES),  # 414: the view decoded no key
+        ("GET", "/get/private?with=query"),
+    ],
+)
+def test_access_log_hashes_keys_on_every_method_and_status(
+    client, caplog, method: str, path: str
+) -> None:
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        client.open(path, method=method)
+    [line] = access_lines(caplog)
+    assert line.startswith(f"{method} /get/<key blake2b:")
+    assert "private" not in line
 
 
 def test_access_log_raw_keys_when_asked(fetch, caplog) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from proxy.http.keys import GET_PREFIX
+from proxy.logs import RateLimitedLog
 from proxy.metrics import Recorder
 
 if TYPE_CHECKING:
@@ -20,6 +22,8 @@ OUTCOME = "redis_cache_proxy.outcome"  # hit, miss, not_found or error
 KEY = "redis_cache_proxy.key"  # the decoded key
 QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
 access = logging.getLogger("proxy.access")
+# A key as it appears in any log text: whatever follows /get/ up to a space or a quote.
+KEY_IN_TEXT = re.compile(r"/get/([^\s'\"]*)")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
 
 
@@ -94,8 +98,43 @@ def log_access(
 
 
 def _logged_target(access_log: str, target: str, key: bytes | None) -> str:
-    """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw."""
-    if access_log == "raw" or key is None:
+    """The request target as the access log shows it: keys hashed unless ACCESS_LOG=raw (the
+    decoded key if the view decoded one, else whatever follows /get/, on any method or status)."""
+    if access_log == "raw":
         return target
+    if key is None:
+        return hide_keys(target)
+    return _hashed(key)
+
+
+def hide_keys(text: str) -> str:
+    """`text` with whatever follows each /get/ hashed, as the access log shows keys."""
+    return KEY_IN_TEXT.sub(lambda found: _hashed(found[1].encode("latin-1", "replace")), text)
+
+
+def _hashed(key: bytes) -> str:
     digest = hashlib.blake2b(key, digest_size=8).hexdigest()
     return f"{GET_PREFIX}<key blake2b:{digest} len={len(key)}>"
+
+
+class KeyHidingLog:
+    """Gunicorn's logger, as the worker hands it its own warnings: a malformed request's
+    warning (which quotes the request line, key included) has keys hashed unless
+    ACCESS_LOG=raw, and is written at most once per interval, as any client-caused line."""
+
+    def __init__(self, gunicorn_log: Any, access_log: str) -> None:
+        self._log = gunicorn_log
+        self._raw = access_log == "raw"
+        self._limited = RateLimitedLog(logging.getLogger("gunicorn.error"))
+
+    def warning(self, message: str, *args: object) -> None:
+        text = message % args if args else message
+        if not self._raw:
+            text = hide_keys(text)
+        if text.startswith("Invalid request"):
+            self._limited.warn("%s", text, kind="invalid request")
+        else:
+            self._log.warning("%s", text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._log, name)

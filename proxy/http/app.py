@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flask import Flask, Response, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter
 
 from proxy.cache import ReadThroughCache
@@ -39,6 +39,7 @@ ERROR_MAP: dict[type[ProxyError], tuple[int, str]] = {
     BackendError: (502, "backend_error"),
 }
 RETRY_AFTER_SECONDS = "1"
+ALLOWED_METHODS = "GET, HEAD"  # on every route; anything else (OPTIONS too) is a 405
 Answer = Response | tuple[Response, int]
 
 
@@ -63,7 +64,21 @@ def _proxy_error(exc: ProxyError) -> tuple[Response, int]:
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     status = exc.code or 500
-    return _error_body(status, exc.name.lower().replace(" ", "_"), exc.description or exc.name)
+    response, _ = _error_body(
+        status, exc.name.lower().replace(" ", "_"), exc.description or exc.name
+    )
+    if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110 requires `Allow`
+        response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # a stable order
+    return response, status
+
+
+def _options_for_the_server() -> Response | None:
+    """`OPTIONS *` asks what the server as a whole allows: the methods of its routes."""
+    if request.method == "OPTIONS" and request.environ.get("RAW_URI") == "*":
+        answer = Response(status=204, headers={"Allow": ALLOWED_METHODS})
+        del answer.headers["Content-Type"]  # no body, so no type
+        return answer
+    return None
 
 
 def create_app(
@@ -77,6 +92,10 @@ def create_app(
     """The HTTP front end over `cache`. `check_ready` raises BackendError when Redis does not
     answer; `exposition` renders /metrics; reads are recorded into `requests`."""
     app = Flask(__name__, static_folder=None)  # no /static route to match on every request
+    # OPTIONS is a 405 with `Allow` like any method the proxy does not serve, not Flask's
+    # automatic empty 200 (text/html).
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+    app.before_request(_options_for_the_server)
     # Keys may contain "//" and leading "/": never merge slashes or redirect.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
