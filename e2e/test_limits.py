@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import threading
@@ -12,15 +11,12 @@ import pytest
 import redis
 import requests
 
+from e2e.sampling import open_descriptors, peak
 from harness.servers import Proxy, poll
 
 FLOOD = 650  # connections per front end: far past MAX_CONNECTIONS and the descriptor limit
 LIMIT = 100  # MAX_CONNECTIONS
 BUDGET = 4 * LIMIT + 2 * 4 + 64  # the documented descriptors needed, at MAX_PARALLEL=4
-
-
-def open_descriptors(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def flood(port: int, request: bytes) -> list[socket.socket]:
@@ -43,26 +39,14 @@ def test_a_connection_flood_under_a_low_descriptor_limit_costs_no_one_the_worker
     proxy = start_proxy(redis_server, max_connections=LIMIT, open_files=(600, 600))
     assert proxy.get(f"/get/{key()}").content == b"kept"
     worker = proxy.worker_pid()
-    peak = [0]
-    done = threading.Event()
-
-    def watch() -> None:
-        while not done.wait(0.05):
-            peak[0] = max(peak[0], open_descriptors(worker))
-
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    try:
+    with peak(lambda: open_descriptors(worker)) as descriptors:
         http = flood(proxy.port, f"GET /get/{key()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         resp = flood(proxy.resp_port, f"GET {key()}\r\n".encode())
-    finally:
-        done.set()
-        watcher.join()
-    print(f"\nworker descriptors: peak {peak[0]} (budget {BUDGET}, limit 600)")
+    print(f"\nworker descriptors: peak {descriptors[1]} (budget {BUDGET}, limit 600)")
     for sock in http + resp:
         sock.close()
     assert proxy.worker_pid() == worker  # the same worker: nobody lost the cache
-    assert peak[0] <= BUDGET
+    assert descriptors[1] <= BUDGET
     hits = proxy.metric("proxy_requests_total", protocol="http", outcome="hit")
     assert proxy.get(f"/get/{key()}").content == b"kept"
     assert proxy.metric("proxy_requests_total", protocol="http", outcome="hit") == hits + 1

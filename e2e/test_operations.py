@@ -255,3 +255,26 @@ def test_sigterm_lets_an_in_flight_resp_request_finish_and_exits_0(
     assert exit_code == 0
     assert_clean_stop(proxy)
     assert refuses_connections(proxy.resp_port)
+
+
+def test_access_durations_run_to_the_last_byte_sent(start_proxy, redis_server, key) -> None:
+    redis_server.client.set(key(), b"x" * (5 * 1024 * 1024))
+    proxy = start_proxy(redis_server)
+    for outcome in ("miss", "hit"):  # through Flask on a thread, then on the loop
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.connect(("127.0.0.1", proxy.port))
+            sock.sendall(f"GET /get/{key()} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            time.sleep(1)  # the behaviour under test: a client that reads nothing for 1 s
+            received = 0
+            while received < 5 * 1024 * 1024:
+                received += len(sock.recv(1 << 20))
+        assert proxy.metric("proxy_requests_total", protocol="http", outcome=outcome) == 1
+    durations = [
+        float(found)
+        for found in re.findall(
+            r"GET /get/<key [^>]*> status=200 bytes=5242880 duration_ms=([\d.]+)", proxy.log()
+        )
+    ]
+    assert len(durations) == 2
+    assert min(durations) >= 900, durations  # written as the client read, not when queued

@@ -111,6 +111,12 @@ _VARS: dict[str, _Var] = {
     "keepalive_timeout": _Var(
         "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
     ),
+    "resp_idle_timeout": _Var(
+        "RESP_IDLE_TIMEOUT",
+        "300",
+        "a whole number of seconds 0..86400 (0: never)",
+        _int_between(0, 86400),
+    ),
     "log_level": _choice("LOG_LEVEL", "info", LOG_LEVELS),
     "access_log": _choice("ACCESS_LOG", "hashed", ACCESS_LOGS),
     "cache_invalidation": _choice("CACHE_INVALIDATION", "none", ("none", "tracking")),
@@ -134,6 +140,7 @@ class Settings:
     redis_timeout: float
     resp_port: int
     keepalive_timeout: int
+    resp_idle_timeout: int
     log_level: str
     access_log: str
     cache_invalidation: str

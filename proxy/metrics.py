@@ -96,6 +96,11 @@ class ConnectionCounts(Protocol):
     @property
     def refused(self) -> int: ...
 
+    @property
+    def dropped(self) -> Mapping[str, int]:
+        """Clients the front end disconnected, by reason (a timeout, a limit)."""
+        ...
+
 
 class CacheCounters(Protocol):
     """The cache's counters as metrics reads them (proxy.cache.CacheStats)."""
@@ -214,8 +219,16 @@ class Metrics:
         refused = CounterMetricFamily(
             "proxy_refused_clients", "Clients refused past MAX_CONNECTIONS", labels=["protocol"]
         )
+        dropped = CounterMetricFamily(
+            "proxy_dropped_clients",
+            "Clients the proxy disconnected, by reason",
+            labels=["protocol", "reason"],
+        )
         for protocol, front_end in self.connections.items():
             connected.add_metric([protocol], front_end.clients)
             refused.add_metric([protocol], front_end.refused)
+            for reason, count in sorted(front_end.dropped.items()):
+                dropped.add_metric([protocol, reason], count)
         yield connected
         yield refused
+        yield dropped

@@ -69,6 +69,8 @@ class Service:
                 max_parallel=self.settings.max_parallel,
                 max_connections=self.settings.max_connections,
                 stats=self.metrics.requests["resp"],
+                request_timeout=self.settings.keepalive_timeout,
+                idle_timeout=self.settings.resp_idle_timeout,
             ).start()
             self.metrics.watch_connections("resp", self.resp)
 

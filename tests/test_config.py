@@ -31,6 +31,7 @@ def test_defaults_when_nothing_is_set() -> None:
         redis_timeout=1.0,
         resp_port=6380,
         keepalive_timeout=5,
+        resp_idle_timeout=300,
         log_level="info",
         access_log="hashed",
         cache_invalidation="none",

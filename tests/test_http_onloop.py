@@ -58,7 +58,7 @@ class Paths:
         return b"".join(answered[0]), answered[1]
 
     def through_flask(self, request: bytes) -> tuple[bytes, bool]:
-        written, keep_alive = self.worker._serve(self.peer, request)  # type: ignore[arg-type]
+        written, keep_alive, _ = self.worker._serve(self.peer, request)  # type: ignore[arg-type]
         return b"".join(written), keep_alive
 
 

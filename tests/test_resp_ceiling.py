@@ -37,7 +37,7 @@ def stream(commands: list[list[bytes]]) -> bytes:
 def test_a_pipelined_frame_of_gets_is_answered_in_order() -> None:
     protocol, transport = ceiling()
     protocol.data_received(stream(GETS))
-    assert transport.written == wire.bulks([DATA[command[1]] for command in GETS])
+    assert transport.written == b"".join(wire.bulks([DATA[command[1]] for command in GETS]))
 
 
 @pytest.mark.parametrize("cut", range(1, len(stream(GETS))))
@@ -46,7 +46,7 @@ def test_a_frame_split_anywhere_is_answered_once_complete(cut: int) -> None:
     data = stream(GETS)
     protocol.data_received(data[:cut])
     protocol.data_received(data[cut:])
-    assert transport.written == wire.bulks([DATA[command[1]] for command in GETS])
+    assert transport.written == b"".join(wire.bulks([DATA[command[1]] for command in GETS]))
 
 
 def test_anything_but_get_gets_an_error_in_its_place() -> None:

@@ -149,7 +149,8 @@ def test_mutated_frames_either_parse_or_raise_protocol_error(commands, where, ga
     ("reply", "resp2", "resp3"),
     [
         (wire.null, b"$-1\r\n", b"_\r\n"),
-        (lambda p: wire.bulk_or_null(b"v", p), b"$1\r\nv\r\n", b"$1\r\nv\r\n"),
+        (lambda p: b"".join(wire.bulk_or_null(b"v", p)), b"$1\r\nv\r\n", b"$1\r\nv\r\n"),
+        (lambda p: b"".join(wire.bulk_or_null(None, p)), b"$-1\r\n", b"_\r\n"),
         (
             lambda p: wire.mapping([(wire.bulk(b"a"), wire.integer(1))], p),
             b"*2\r\n$1\r\na\r\n:1\r\n",
@@ -166,6 +167,7 @@ def test_error_replies_never_contain_line_breaks() -> None:
 
 
 GET_K = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n"
+LARGE = b"x" * wire.LARGE_VALUE
 LONGEST = b"k" * (len(wire.LENGTH_LINES) - 1)
 
 
@@ -216,7 +218,23 @@ def test_get_keys_never_disagrees_with_the_parser(commands, where, garbage) -> N
 
 @pytest.mark.parametrize(
     "values",
-    [[], [b""], [b"v"], [b"a", b"bc", b""], [LONGEST, b"v"], [b"v", LONGEST + b"k", b"w"]],
+    [
+        [],
+        [b""],
+        [b"v"],
+        [b"a", b"bc", b""],
+        [LONGEST, b"v"],
+        [b"v", LONGEST + b"k", b"w"],
+        [b"v", LARGE, b"w", LARGE],
+    ],
 )
 def test_bulks_encodes_each_value_as_a_bulk_reply(values: list[bytes]) -> None:
-    assert wire.bulks(values) == b"".join(wire.bulk(value) for value in values)
+    assert b"".join(wire.bulks(values)) == b"".join(wire.bulk(value) for value in values)
+
+
+def test_a_large_value_is_written_by_reference_not_copied() -> None:
+    pieces = wire.bulk_pieces(LARGE)
+    assert b"".join(pieces) == wire.bulk(LARGE)
+    assert any(piece is LARGE for piece in pieces)
+    assert any(piece is LARGE for piece in wire.bulks([b"v", LARGE]))
+    assert wire.bulk_pieces(b"small") == [b"$5\r\nsmall\r\n"]

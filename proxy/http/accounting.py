@@ -7,6 +7,8 @@ import logging
 import re
 import time
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
+from functools import partial
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +24,12 @@ OUTCOME = "redis_cache_proxy.outcome"  # hit, miss, not_found or error
 KEY = "redis_cache_proxy.key"  # the decoded key
 QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
 access = logging.getLogger("proxy.access")
+# Writes one access line, given when the answer's last byte was handed to the socket
+# (time.perf_counter()); the worker's loop calls it once it has written that far.
+Finish = Callable[[float], None]
+# Set by the worker around a request it runs on a pool thread: access lines wait there for the
+# loop to write the answer, instead of being written when the app returns.
+PENDING_LINES: ContextVar[list[Finish] | None] = ContextVar("pending_access_lines", default=None)
 # A key as it appears in any log text: whatever follows /get/ up to a space or a quote.
 KEY_IN_TEXT = re.compile(r"/get/([^\s'\"]*)")
 ExcInfo = tuple[type[BaseException], BaseException, TracebackType] | tuple[None, None, None]
@@ -54,24 +62,33 @@ class Accounting:
         outcome = environ.get(OUTCOME)
         if outcome is not None:
             self.stats.record(outcome, seconds)
-        quiet = self.access_log == "off" or environ.get("PATH_INFO") in QUIET_PATHS
+        quiet = environ.get("PATH_INFO") in QUIET_PATHS or not logs_access(self.access_log)
         if sent and not quiet:
             status, headers = sent[-1]
             size = next((v for name, v in headers if name.lower() == "content-length"), "0")
             target = str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
             method = str(environ.get("REQUEST_METHOD"))
             code = status.split(" ", 1)[0]
-            key = environ.get(KEY)
-            log_access(
+            line = partial(
+                log_access,
                 self.access_log,
                 method=method,
                 target=target,
-                key=key,
+                key=environ.get(KEY),
                 status=code,
                 size=size,
-                seconds=seconds,
             )
+            pending = PENDING_LINES.get()
+            if pending is None:
+                line(seconds=seconds)
+            else:
+                pending.append(lambda sent: line(seconds=sent - started))
         return body
+
+
+def logs_access(access_log: str) -> bool:
+    """Are access lines written at all (ACCESS_LOG, and the access logger's level)?"""
+    return access_log != "off" and access.isEnabledFor(logging.INFO)
 
 
 def log_access(
@@ -84,9 +101,7 @@ def log_access(
     size: str,
     seconds: float,
 ) -> None:
-    """The access-log line of one answered request (the caller checks ACCESS_LOG=off)."""
-    if not access.isEnabledFor(logging.INFO):
-        return
+    """The access-log line of one answered request (the caller checks logs_access())."""
     access.info(
         "%s %s status=%s bytes=%s duration_ms=%.2f",
         method,

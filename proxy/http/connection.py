@@ -12,7 +12,8 @@ import os
 import selectors
 import socket
 import time
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from gunicorn.util import write_error
@@ -143,6 +144,7 @@ class Client:
         "closing",
         "events",
         "inbuf",
+        "marks",
         "out",
         "sent",
         "server",
@@ -161,6 +163,8 @@ class Client:
         self.events = 0  # what the poller watches this socket for
         self.timer: Deadlines | None = None  # the deadline this connection is under, if any
         self.sent = 0  # bytes written to the socket so far
+        # (bytes sent when an answer is out, what to call then): its access lines
+        self.marks: deque[tuple[int, list[Callable[[float], None]]]] = deque()
 
     def received(self, data: bytes) -> None:
         """Append bytes read from the socket (a bytearray only when they pile up)."""
@@ -171,6 +175,20 @@ class Client:
         else:
             self.inbuf = bytearray(self.inbuf) + data
 
+    def queue(self, buffers: list[bytes], when_sent: list[Callable[[float], None]]) -> None:
+        """Queue an answer; `when_sent` are called with the time its last byte is written."""
+        self.out += buffers
+        if when_sent:
+            self.marks.append((self.sent + sum(map(len, self.out)), when_sent))
+
+    def finish_sent(self, everything: bool = False) -> None:
+        """Call what waits on answers written out (all of them if the connection is closing:
+        their time is the close)."""
+        now = time.perf_counter()
+        while self.marks and (everything or self.sent >= self.marks[0][0]):
+            for call in self.marks.popleft()[1]:
+                call(now)
+
     def flush(self) -> bool:
         """Write what the socket takes now; False if the client has gone."""
         out = self.out
@@ -178,7 +196,7 @@ class Client:
             try:
                 sent = self.sock.sendmsg(out[:IOV_MAX])
             except BlockingIOError:
-                return True
+                break
             except OSError:
                 return False
             self.sent += sent
@@ -189,6 +207,8 @@ class Client:
                     break
                 sent -= size
                 del out[0]
+        if self.marks:
+            self.finish_sent()
         return True
 
 

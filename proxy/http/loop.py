@@ -28,12 +28,14 @@ import logging
 import selectors
 import socket
 import time
+from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gunicorn
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from proxy.http.accounting import PENDING_LINES, Finish
 from proxy.http.connection import (
     HTTP_REFUSAL,
     HTTP_TIMEOUT,
@@ -58,6 +60,7 @@ TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
 OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
 ACCEPT_BACKOFF = 0.1  # seconds without accepting after running out of descriptors
 log = logging.getLogger(__name__)
+Served = tuple[list[bytes], bool, list[Finish]]  # what a pool thread hands back (see _serve)
 
 
 class LoopWorker(ThreadWorker):
@@ -74,6 +77,7 @@ class LoopWorker(ThreadWorker):
         # connections; every connection within the limit may stay here.
         self.max_keepalived = self.client_limit
         self.refused = 0
+        self.dropped: Counter[str] = Counter()  # clients disconnected by the loop, by reason
         self.accept_again_at = 0.0  # accepting paused until then (out of descriptors)
         self.descriptor_warnings = RateLimitedLog(log)
         self.in_flight = 0  # requests on pool threads (running or queued)
@@ -250,8 +254,9 @@ class LoopWorker(ThreadWorker):
             if framed.canonical is not None and self.hits is not None and self.loop_is_free:
                 answered = self.hits.answer(framed.canonical, closing=not self.alive)
                 if answered is not None:
-                    client.out += answered[0]
-                    client.closing = not answered[1]
+                    buffers, keep_alive, finish = answered
+                    client.queue(buffers, [finish] if finish else [])
+                    client.closing = not keep_alive
                     pos = framed.end
                     continue
             request = bytes(buf[pos : framed.end])
@@ -268,28 +273,34 @@ class LoopWorker(ThreadWorker):
             lambda done: self.method_queue.defer(self._served, client, done, exact, oversized)
         )
 
-    def _serve(self, client: Client, request: bytes) -> tuple[list[bytes], bool]:
+    def _serve(self, client: Client, request: bytes) -> Served:
         """On a pool thread: Gunicorn parses `request` and the app answers it, into memory.
-        Returns the answer's buffers and whether the connection may serve another request."""
+        Returns the answer's buffers, whether the connection may serve another request, and
+        its access lines (written once the loop has sent the answer)."""
         sock = CapturedSocket(request)
         conn = TConn(self.cfg, sock, client.address, client.server)
         conn.data_ready = True  # the request is all there: never wait for more
-        keep_alive = self.handle(conn) is True
+        lines: list[Finish] = []
+        waiting = PENDING_LINES.set(lines)
+        try:
+            keep_alive = self.handle(conn) is True
+        finally:
+            PENDING_LINES.reset(waiting)
         leftover = sock.unread or (conn.parser and conn.parser.unreader.buf.getvalue())
-        return sock.written, keep_alive and not leftover and not sock.shut
+        return sock.written, keep_alive and not leftover and not sock.shut, lines
 
     def _served(self, client: Client, future: Future[Any], exact: bool, oversized: bool) -> None:
         """Back on the loop: queue the thread's answer, then carry on with the connection."""
         self.in_flight -= 1
         client.busy = False
         try:
-            written, keep_alive = future.result()
+            written, keep_alive, lines = future.result()
         except Exception:
             log.exception("HTTP request failed outside the app")
-            written, keep_alive = [], False
+            written, keep_alive, lines = [], False, []
         if not written and oversized:  # Gunicorn wanted more head than the loop keeps
             written = [gunicorn_error(431, "Request Header Fields Too Large", "head too long")]
-        client.out += written
+        client.queue(written, lines)
         client.closing = client.closing or not (keep_alive and exact)
         if client.sock.fileno() < 0:
             return  # closed while the thread ran (the worker is stopping)
@@ -330,10 +341,12 @@ class LoopWorker(ThreadWorker):
         for client in self.idle.expired(now):
             self._close(client, graceful=False)
         for client in self.reading.expired(now):
+            self.dropped["request_timeout"] += 1
             client.inbuf, client.out, client.closing = b"", [HTTP_TIMEOUT], True
             client.flush()
             self._close(client, graceful=True)
         for client in self.writing.expired(now):
+            self.dropped["send_timeout"] += 1
             self._close(client, graceful=False)
         self.lingerer.expire()
 
@@ -341,6 +354,7 @@ class LoopWorker(ThreadWorker):
         """Forget a connection (its slot is free at once) and close it."""
         if self.connections.pop(client.sock, None) is None:
             return
+        client.finish_sent(everything=True)  # access lines of answers cut short: until now
         self._watch(client, 0)
         if client.timer is not None:
             client.timer.discard(client)

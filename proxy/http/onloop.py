@@ -13,13 +13,14 @@ a bad key and every other request go on to a pool thread and Flask.
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from gunicorn import SERVER
 from gunicorn.util import http_date
 
 from proxy.cache import ReadThroughCache
 from proxy.errors import ProxyError
-from proxy.http.accounting import log_access
+from proxy.http.accounting import Finish, log_access, logs_access
 from proxy.http.framing import Canonical
 from proxy.http.hits import VALUE_TYPE
 from proxy.http.keys import key_from_uri
@@ -44,8 +45,11 @@ class LoopHits:
         self._second = 0
         self._date = b""
 
-    def answer(self, request: Canonical, closing: bool) -> tuple[list[bytes], bool] | None:
-        """The answer's buffers and whether the connection stays open, if the key is cached.
+    def answer(
+        self, request: Canonical, closing: bool
+    ) -> tuple[list[bytes], bool, Finish | None] | None:
+        """If the key is cached: the answer's buffers, whether the connection stays open, and
+        what writes its access line once the answer is sent (None if there is none to write).
 
         `closing`: the worker is stopping, so the answer says `Connection: close` (as
         Gunicorn's does then)."""
@@ -61,19 +65,19 @@ class LoopHits:
         connection = b"keep-alive" if keep_alive else b"close"
         head = HEAD_TEMPLATE % (request.version, self._http_date(), connection, len(value))
         answer = [head, value] if request.method == "GET" and value else [head]
-        seconds = time.perf_counter() - started
-        self.stats.record("hit", seconds)
-        if self.access_log != "off":
-            log_access(
-                self.access_log,
-                method=request.method,
-                target=request.target,
-                key=key,
-                status="200",
-                size=str(len(value)),
-                seconds=seconds,
-            )
-        return answer, keep_alive
+        self.stats.record("hit", time.perf_counter() - started)
+        if not logs_access(self.access_log):
+            return answer, keep_alive, None
+        line = partial(
+            log_access,
+            self.access_log,
+            method=request.method,
+            target=request.target,
+            key=key,
+            status="200",
+            size=str(len(value)),
+        )
+        return answer, keep_alive, lambda sent: line(seconds=sent - started)
 
     def _http_date(self) -> bytes:
         """Gunicorn's Date value, formatted once a second."""

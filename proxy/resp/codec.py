@@ -225,31 +225,44 @@ def integer(value: int) -> bytes:
 
 
 BULK = b"$%d\r\n%s\r\n"
+# A value at least this long is written by reference (its length line, the value, CRLF as
+# separate buffers) rather than copied into a reply: a 300 MB cached value read by five
+# clients at once stays one 300 MB object.
+LARGE_VALUE = 64 * 1024
+Pieces = list[bytes]  # a reply, or several, as buffers written in order
 
 
 def bulk(value: bytes) -> bytes:
     return BULK % (len(value), value)
 
 
-def bulks(values: list[bytes]) -> bytes:
-    """One bulk reply per value, concatenated: a pipelined run of GET answers."""
+def bulk_pieces(value: bytes) -> Pieces:
+    """A bulk reply: copied into one buffer if small, else the value itself between its
+    length line and CRLF."""
+    if len(value) < LARGE_VALUE:
+        return [BULK % (len(value), value)]
+    return [b"$%d\r\n" % len(value), value, CRLF]
+
+
+def bulks(values: list[bytes]) -> Pieces:
+    """One bulk reply per value, in order: a pipelined run of GET answers."""
     # Interleaved length lines and values joined by CRLF: the loop runs in C, not once per
     # reply in Python.
     parts = [b""] * (2 * len(values) + 1)
     try:
         parts[0:-1:2] = map(length_line, map(len, values))
-    except IndexError:  # a value longer than LENGTH_LINES
-        return b"".join(map(bulk, values))
+    except IndexError:  # a value longer than LENGTH_LINES: maybe a large one
+        return [piece for value in values for piece in bulk_pieces(value)]
     parts[1::2] = values
-    return CRLF.join(parts)
+    return [CRLF.join(parts)]
 
 
 def null(protocol: int) -> bytes:
     return b"_\r\n" if protocol == 3 else b"$-1\r\n"
 
 
-def bulk_or_null(value: bytes | None, protocol: int) -> bytes:
-    return null(protocol) if value is None else bulk(value)
+def bulk_or_null(value: bytes | None, protocol: int) -> Pieces:
+    return [null(protocol)] if value is None else bulk_pieces(value)
 
 
 def array(items: list[bytes]) -> bytes:

@@ -44,7 +44,7 @@ class Deferred(Generic[T]):
     its result into the reply and the outcome counted in metrics."""
 
     work: Callable[[ReadThroughCache], T]
-    render: Callable[[T], tuple[bytes, str]]
+    render: Callable[[T], tuple[wire.Pieces, str]]
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def execute(session: Session, command: list[bytes]) -> Result:
 def read_key(protocol: int, key: bytes) -> Deferred[Read]:
     """A GET whose key a peek did not find: look it up off the loop (it may go to Redis)."""
 
-    def render(found: Read) -> tuple[bytes, str]:
+    def render(found: Read) -> tuple[wire.Pieces, str]:
         return wire.bulk_or_null(found.value, protocol), found.outcome
 
     return Deferred(lambda cache: cache.lookup(key), render)
@@ -103,11 +103,14 @@ def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]]:
     def read_all(cache: ReadThroughCache) -> list[Read]:
         return [_string_or_none(cache, key) for key in args]
 
-    def render(found: list[Read]) -> tuple[bytes, str]:
+    def render(found: list[Read]) -> tuple[wire.Pieces, str]:
         outcome = "hit" if all(read.hit for read in found) else "miss"
         if all(read.value is None for read in found):
             outcome = "not_found"
-        return wire.array([wire.bulk_or_null(read.value, protocol) for read in found]), outcome
+        pieces = [b"*%d\r\n" % len(found)]
+        for read in found:  # values by reference: an MGET of a large value N times is no copy
+            pieces += wire.bulk_or_null(read.value, protocol)
+        return pieces, outcome
 
     return Deferred(read_all, render)
 
@@ -197,7 +200,7 @@ def client_setname(session: Session, args: list[bytes]) -> bytes:
 
 
 def client_getname(session: Session, args: list[bytes]) -> bytes:
-    return wire.bulk_or_null(session.name, session.protocol)
+    return wire.null(session.protocol) if session.name is None else wire.bulk(session.name)
 
 
 def client_id(session: Session, args: list[bytes]) -> bytes:

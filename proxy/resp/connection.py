@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable
 from concurrent.futures import Future
 from functools import partial
@@ -32,12 +32,18 @@ from proxy.metrics import Recorder
 from proxy.resp import codec as wire
 from proxy.resp import commands
 from proxy.resp.commands import Close, Deferred, Result, Session
+from proxy.resp.link import Link
 from proxy.resp.pool import MissPool
 
 log = logging.getLogger(__name__)
 
 MAX_GET_RUN = 64  # pipelined GETs peeked under one cache-lock acquisition
-MAX_QUEUED_COMMANDS = 1024  # parsed but unanswered, per connection; then stop reading
+# Commands one connection has answered in one turn of the loop before the others get theirs:
+# a 100,000-GET pipeline then delays other clients by a batch, not by the whole pipeline.
+MAX_BATCH = 512
+# Bytes of a longer read parsed per turn of the loop (about 1,400 pipelined GETs): parsing a
+# whole read (up to 256 KiB from uvloop) at once would itself stall other clients.
+INPUT_SLICE = 32 * 1024
 Queued = bytes | list[bytes]  # a GET's key, or any other command
 INTERNAL_ERROR = wire.error("ERR internal error in the proxy (logged)")
 
@@ -72,49 +78,48 @@ class Connection(asyncio.Protocol):
         cache: ReadThroughCache,
         pool: MissPool,
         stats: Recorder,
+        *,
         clients: set[Connection],
+        dropped: Counter[str],
     ) -> None:
         self.session = session
         self.cache = cache
         self.pool = pool
         self.stats = stats
         self.clients = clients
+        self.dropped = dropped
         self.parser = wire.RequestParser()
         self.queue: deque[Queued] = deque()
-        self.transport: asyncio.Transport
+        self.link: Link
         self.deferred = False  # a request of this connection is on the pool
         self.can_write = True
-        self.reading = True
-        self.closed = False
+        self.unparsed = b""  # read but not parsed yet: a deep pipeline is parsed a slice a turn
         self.quitting = False
         self.fatal: bytes | None = None  # a protocol error to send once earlier replies are out
+        self.active_at = time.monotonic()  # connected, or last sent a byte
+        self.greeted = False  # has sent a complete command (see RespServer's idle sweep)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's: not a subclass
+        # uvloop's transport: an asyncio.Transport in all but name (not a subclass)
+        self.link = Link(cast(asyncio.Transport, transport), self.dropped)
         self.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.link.closed = True
         self.queue.clear()
         self.clients.discard(self)
 
+    @property
+    def closed(self) -> bool:
+        return self.link.closed
+
     def cut(self) -> None:
-        """Close now (the worker is stopping), saying what is lost if anything is."""
-        unsent = self.transport.get_write_buffer_size()
-        if unsent or self.queue or self.deferred:
-            log.warning(
-                "RESP connection %d cut at GRACEFUL_TIMEOUT: %d bytes of replies not sent, "
-                "%d requests not answered",
-                self.session.id,
-                unsent,
-                len(self.queue) + self.deferred,
-            )
-        if unsent:
-            self.transport.abort()  # close() would wait for the client to read it all
-        else:
-            self.transport.close()
+        """Close now: the worker is stopping."""
+        self.link.cut(str(self.session.id), len(self.queue) + self.deferred)
 
     def eof_received(self) -> bool:
+        if self.closed:  # lingering after a protocol error: the client has hung up
+            return False
         # The client finished sending: answer what it asked, then close (not at once).
         self.quitting = True
         self.process()
@@ -127,8 +132,30 @@ class Connection(asyncio.Protocol):
         self.can_write = True
         self.process()
 
+    @property
+    def waiting(self) -> bool:
+        """Waiting for the client (nothing asked is unanswered): a timeout may close it."""
+        return not (self.queue or self.deferred or self.closed or self.unparsed)
+
     def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return  # read and dropped while lingering after a protocol error
+        self.active_at = time.monotonic()
+        if self.unparsed or len(data) > INPUT_SLICE:  # a deep pipeline: a slice per turn
+            self.unparsed += data
+            self.link.pause_reading()
+            self._take_slice()
+        else:
+            self._take(data)
+
+    def _take_slice(self) -> None:
+        data, self.unparsed = self.unparsed[:INPUT_SLICE], self.unparsed[INPUT_SLICE:]
+        self._take(data)
+
+    def _take(self, data: bytes) -> None:
+        """Answer or queue the commands `data` completes."""
         if self._answer_gets(data):
+            self.greeted = True
             return
         try:
             parsed = self.parser.feed(data)
@@ -137,18 +164,20 @@ class Connection(asyncio.Protocol):
             # error, then close (process() writes it once those answers are out).
             self.queue.extend(map(queued, exc.commands_before))
             self.fatal = wire.error(f"ERR Protocol error: {exc}")
-            self.transport.pause_reading()
+            self.unparsed = b""
+            self.link.pause_reading()
             self.process()
             return
+        self.greeted = self.greeted or bool(parsed)
         self._enqueue(map(queued, parsed))
 
     def _enqueue(self, requests: Iterable[Queued]) -> None:
-        """Queue requests (reading pauses while too many wait) and answer what can be."""
+        """Queue requests and answer what can be now. While some wait, reading pauses: what a
+        connection holds unanswered is one slice's worth of commands, whatever it sends."""
         self.queue.extend(requests)
-        if len(self.queue) > MAX_QUEUED_COMMANDS and self.reading:
-            self.reading = False
-            self.transport.pause_reading()
         self.process()
+        if self.queue:
+            self.link.pause_reading()
 
     def _answer_gets(self, data: bytes) -> bool:
         """Answer a frame of nothing but GETs on an idle connection: leading hits at once, the
@@ -167,7 +196,7 @@ class Connection(asyncio.Protocol):
             if value is None:
                 self._miss(keys[0])
             else:
-                self.transport.write(wire.bulk(value))
+                self.link.send(wire.bulk_pieces(value))
                 self.stats.record("hit", time.perf_counter() - started)
         elif len(keys) <= MAX_GET_RUN:
             self._answer_run(keys, started)
@@ -180,11 +209,13 @@ class Connection(asyncio.Protocol):
         values = self.cache.peek_run(keys)
         hits = len(values)
         if hits:
-            self.transport.write(wire.bulks(values))
+            self.link.send(wire.bulks(values))
             self.stats.record("hit", time.perf_counter() - started, hits)
         if hits < len(keys):  # keys[hits] was peeked and missed; the rest wait their turn
             self.queue.extend(keys[hits + 1 :])
             self._miss(keys[hits])
+            if self.queue:  # as _enqueue: no more reading while some wait
+                self.link.pause_reading()
 
     def _miss(self, key: bytes) -> None:
         """A GET the peek did not find: to a thread now, or first in line for one."""
@@ -195,16 +226,23 @@ class Connection(asyncio.Protocol):
             self._defer(commands.read_key(self.session.protocol, key))
 
     def process(self) -> None:
-        """Answer queued requests until one must wait (on the pool, a slot, full buffers)."""
+        """Answer queued requests until one must wait (on the pool, a slot, full buffers) or
+        this turn's batch is done (the rest in the loop's next turn, after other clients)."""
         replies: list[bytes] = []
         queue = self.queue
+        budget = MAX_BATCH
         while queue and self.can_write and not (self.deferred or self.closed):
             if self.pool.hits_wait:
                 self.pool.wait_for_slot(self)
                 break
+            if budget <= 0:
+                self.link.next_turn(self.process)
+                break
             head = queue[0]
             if isinstance(head, bytes):
-                if self._answer_hits(replies):
+                answered = self._answer_hits(replies)
+                if answered:
+                    budget -= answered
                     continue
                 result: Result = commands.read_key(self.session.protocol, head)
             else:
@@ -213,9 +251,10 @@ class Connection(asyncio.Protocol):
                 self.pool.wait_for_slot(self)  # (deferred commands are pure: run again then)
                 break
             queue.popleft()
+            budget -= 1
             self._apply(result, replies)
         if replies:
-            self.transport.write(b"".join(replies))
+            self.link.send(replies)
         self._after_processing()
 
     def _execute(self, command: list[bytes]) -> Result:
@@ -226,8 +265,8 @@ class Connection(asyncio.Protocol):
             log.exception("RESP command failed")
             return INTERNAL_ERROR
 
-    def _answer_hits(self, replies: list[bytes]) -> bool:
-        """Peek the run of GETs at the head of the queue; answer its leading hits."""
+    def _answer_hits(self, replies: list[bytes]) -> int:
+        """Peek the run of GETs at the head of the queue; answer its leading hits (how many)."""
         started = time.perf_counter()
         keys: list[bytes] = []
         for request in self.queue:
@@ -236,12 +275,12 @@ class Connection(asyncio.Protocol):
             keys.append(request)
         values = self.cache.peek_run(keys)
         if not values:
-            return False
+            return 0
         for _ in values:
             self.queue.popleft()
-        replies.append(wire.bulks(values))
+        replies += wire.bulks(values)
         self.stats.record("hit", time.perf_counter() - started, len(values))
-        return True
+        return len(values)
 
     def _apply(self, result: Result, replies: list[bytes]) -> None:
         if isinstance(result, bytes):
@@ -258,15 +297,16 @@ class Connection(asyncio.Protocol):
 
     def _after_processing(self) -> None:
         """Close once everything is answered if the client is leaving; resume reading."""
-        finished = not (self.queue or self.deferred or self.closed)
-        if finished and (self.fatal or self.quitting):
-            if self.fatal:
-                self.transport.write(self.fatal)
-            self.transport.close()
-            self.closed = True
-        elif not self.reading and len(self.queue) < MAX_QUEUED_COMMANDS // 2:
-            self.reading = True
-            self.transport.resume_reading()
+        finished = not (self.queue or self.deferred or self.closed or self.unparsed)
+        if finished and self.fatal and not self.quitting:
+            self.link.close_after_error(self.fatal)
+        elif finished and (self.fatal or self.quitting):
+            self.link.close(self.fatal or b"")
+        elif self.unparsed:
+            if not (self.queue or self.deferred or self.closed or self.fatal):
+                self.link.next_turn(self._take_slice)
+        elif not (self.queue or self.fatal or self.quitting):
+            self.link.resume_reading()
 
     def _defer(self, deferred: Deferred[Any]) -> None:
         """Run a read on the pool; its reply (or the mapped error) is written when it is done."""
@@ -280,11 +320,11 @@ class Connection(asyncio.Protocol):
         try:
             reply, outcome = deferred.render(future.result())
         except ProxyError as exc:
-            reply, outcome = error_reply(exc), "error"
+            reply, outcome = [error_reply(exc)], "error"
         except Exception:
             log.exception("RESP request failed")
-            reply, outcome = INTERNAL_ERROR, "error"
+            reply, outcome = [INTERNAL_ERROR], "error"
         self.stats.record(outcome, time.perf_counter() - started)
         if not self.closed:
-            self.transport.write(reply)
+            self.link.send(reply)
             self.process()

@@ -13,6 +13,7 @@ import itertools
 import logging
 import threading
 import time
+from collections import Counter
 from typing import Any, cast
 
 import uvloop
@@ -33,6 +34,7 @@ MAX_CLIENTS_REPLY = wire.error("ERR max number of clients reached")
 LISTEN_FAILED = "error status in uv_stream_t.listen callback"
 ACCEPT_BACKOFF = 0.5  # seconds before listening again after that
 REFUSED_LINGER_SECONDS = 1.0
+SWEEP_SECONDS = 1.0  # how often silent clients are looked for
 STOP_POLL_SECONDS = 0.05
 
 
@@ -48,12 +50,20 @@ class RespServer:
         max_parallel: int,
         max_connections: int,
         stats: Recorder | None = None,
+        request_timeout: float = 5.0,
+        idle_timeout: float = 300.0,
     ) -> None:
         self.cache = cache
         self.stats = stats or RequestStats()
         self.host, self.port = host, port
         self.max_connections = max_connections
+        # A new client's first command, or a command begun, must arrive within
+        # `request_timeout` (KEEPALIVE_TIMEOUT); a client that has sent commands may then stay
+        # silent for `idle_timeout` (RESP_IDLE_TIMEOUT; 0: for ever, as Redis's `timeout 0`).
+        self.request_timeout = request_timeout
+        self.idle_timeout = idle_timeout
         self.refused = 0
+        self.dropped: Counter[str] = Counter()  # clients disconnected by the proxy, by reason
         self.connections: set[Connection] = set()
         self.refusing: set[asyncio.BaseTransport] = set()  # refused, lingering to be read
         self._ids = itertools.count(1)
@@ -109,6 +119,7 @@ class RespServer:
             self._started.set()
             return
         self._started.set()
+        self._loop.call_later(SWEEP_SECONDS, self._sweep)
         try:
             self._loop.run_forever()
         finally:
@@ -143,7 +154,28 @@ class RespServer:
             self.refused += 1
             return _Refused(self.refusing, linger=len(self.refusing) < self.max_connections)
         session = Session(next(self._ids))
-        return Connection(session, self.cache, self.pool, self.stats, self.connections)
+        return Connection(
+            session,
+            self.cache,
+            self.pool,
+            self.stats,
+            clients=self.connections,
+            dropped=self.dropped,
+        )
+
+    def _sweep(self) -> None:
+        """Disconnect clients silent for too long (see request_timeout and idle_timeout)."""
+        now = time.monotonic()
+        for connection in list(self.connections):
+            if not connection.waiting:
+                continue
+            silent = now - connection.active_at
+            if not connection.parser.empty or not connection.greeted:
+                if silent > self.request_timeout:
+                    connection.link.drop("request_timeout")
+            elif self.idle_timeout and silent > self.idle_timeout:
+                connection.link.drop("idle_timeout")
+        self._loop.call_later(SWEEP_SECONDS, self._sweep)
 
     def _stop_when_idle(self, deadline: float) -> None:
         self._close_listener()
