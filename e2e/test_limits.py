@@ -113,3 +113,21 @@ def test_sigterm_closes_the_listeners_so_newcomers_are_refused_while_draining(
     assert outcomes == [True] * 10
     assert answer == [b"worth the wait"]
     assert proxy.process.wait(10) == 0
+
+
+def test_a_request_cut_at_graceful_timeout_is_logged(start_proxy, redis_factory) -> None:
+    backing = redis_factory()
+    backing.client.set("slow", b"never in time")
+    proxy = start_proxy(backing, redis_timeout=10, graceful_timeout=1)
+    with socket.create_connection(("127.0.0.1", proxy.port), timeout=10) as sock:
+        backing.client.execute_command("CLIENT", "PAUSE", "4000", "ALL")
+        sock.sendall(b"GET /get/slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        poll(lambda: proxy.metric("proxy_backend_requests_total") == 1, 5, "the read in flight")
+        assert proxy.process is not None
+        proxy.process.send_signal(15)
+        assert sock.recv(100) == b""  # cut: no answer
+    assert re.search(
+        r"HTTP connection from 127\.0\.0\.1 cut at GRACEFUL_TIMEOUT: 0 bytes sent, 0 not sent, "
+        r"a request still running",
+        proxy.log(),
+    )

@@ -138,7 +138,7 @@ class Connection(asyncio.Protocol):
         return not (self.queue or self.deferred or self.closed or self.unparsed)
 
     def data_received(self, data: bytes) -> None:
-        if self.closed:
+        if self.link.closed:
             return  # read and dropped while lingering after a protocol error
         self.active_at = time.monotonic()
         if self.unparsed or len(data) > INPUT_SLICE:  # a deep pipeline: a slice per turn
@@ -183,7 +183,7 @@ class Connection(asyncio.Protocol):
         """Answer a frame of nothing but GETs on an idle connection: leading hits at once, the
         first miss to the pool, the rest queued. False leaves the frame to the parser
         (anything else, or a connection with requests still waiting)."""
-        if self.queue or self.deferred or self.closed or not self.parser.empty:
+        if self.queue or self.deferred or self.link.closed or not self.parser.empty:
             return False
         if not self.can_write or self.pool.hits_wait:
             return False
@@ -196,7 +196,7 @@ class Connection(asyncio.Protocol):
             if value is None:
                 self._miss(keys[0])
             else:
-                self.link.send(wire.bulk_pieces(value))
+                self.link.send_value(value)
                 self.stats.record("hit", time.perf_counter() - started)
         elif len(keys) <= MAX_GET_RUN:
             self._answer_run(keys, started)

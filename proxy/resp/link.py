@@ -38,15 +38,24 @@ class Link:
 
     def send(self, pieces: wire.Pieces) -> None:
         """Write replies in order (large values by reference); a client that lets more than
-        MAX_PENDING_OUTPUT wait unread is disconnected, as Redis does."""
+        MAX_PENDING_OUTPUT wait unread is disconnected, as Redis does. (One buffer is never
+        large: large values come as several, and small replies stop being made once the
+        transport asks the connection to pause.)"""
         if self.closed:
             return
         if len(pieces) == 1:
             self.transport.write(pieces[0])
-        else:
-            self.transport.writelines(pieces)
+            return
+        self.transport.writelines(pieces)
         if self.transport.get_write_buffer_size() > MAX_PENDING_OUTPUT:
             self.drop("output_limit")
+
+    def send_value(self, value: bytes) -> None:
+        """One GET's reply: send(bulk_pieces(value)), without building a list for a small one."""
+        if len(value) < wire.LARGE_VALUE and not self.closed:
+            self.transport.write(wire.bulk(value))
+        else:
+            self.send(wire.bulk_pieces(value))
 
     def pause_reading(self) -> None:
         if self.reading and not self.closed:
