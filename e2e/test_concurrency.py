@@ -2,8 +2,8 @@
 
 A miss is made to hang with CLIENT PAUSE on the real Redis. When the proxy took a request and
 when it answered it are read from its log (Gunicorn logs "GET /path" at debug level as a thread
-picks a request up; the access log, raw, writes "GET /path status=..." as it answers), so
-nothing here guesses with sleeps.
+picks a request up; the access log, raw, writes "GET /path status=..." once the answer is
+sent), so nothing here guesses with sleeps.
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def test_max_parallel_1_processes_one_request_at_a_time_in_arrival_order(
     proxy = start_proxy(redis, max_parallel=1, redis_timeout=5, log_level="debug", access_log="raw")
     for path in hot:
         assert proxy.get(path).status_code == 200  # cached now
-
+    # An access line is written once its answer is sent: the client can have it first.
+    poll(lambda: proxy.log().count(" status=200 ") == len(hot), 5, "the warm-up's access lines")
     warmed_up = len(proxy.log())
     with redis_paused(redis):
         miss = Request(proxy.port, cold)

@@ -259,7 +259,7 @@ def test_sigterm_lets_an_in_flight_resp_request_finish_and_exits_0(
 
 def test_access_durations_run_to_the_last_byte_sent(start_proxy, redis_server, key) -> None:
     redis_server.client.set(key(), b"x" * (5 * 1024 * 1024))
-    proxy = start_proxy(redis_server)
+    proxy = start_proxy(redis_server, cache_max_item_bytes=8 * 1024 * 1024)
     for outcome in ("miss", "hit"):  # through Flask on a thread, then on the loop
         with socket.socket() as sock:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)

@@ -111,7 +111,9 @@ def test_huge_replies_are_not_copied_and_a_limitless_one_disconnects(
 def test_concurrent_reads_of_a_large_value_share_it(start_proxy, redis_server, key) -> None:
     value = b"y" * (100 * MB)
     redis_server.client.set(key(), value)
-    proxy = start_proxy(redis_server, redis_timeout=30)
+    proxy = start_proxy(
+        redis_server, redis_timeout=30, cache_max_item_bytes=200 * MB, cache_maxbytes=400 * MB
+    )
     name = key().encode()
     command = b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name)
     expected = len(b"$%d\r\n" % len(value)) + len(value) + 2

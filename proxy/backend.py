@@ -77,16 +77,25 @@ class Backend:
         )
         self._warnings = RateLimitedLog(log)
 
-    def get(self, key: bytes) -> bytes | None:
-        """The value stored under `key`, or None when Redis has no such key."""
+    def get(self, key: bytes) -> tuple[bytes | None, float | None]:
+        """The value stored under `key` (None when Redis has no such key) and, if Redis will
+        expire it, the seconds it has left: GET and PTTL pipelined, one round trip."""
         try:
             with redis_errors_as_typed(self.timeout):
-                value = self._client.get(key)
+                pipe = self._client.pipeline(transaction=False)
+                pipe.get(key)
+                pipe.pttl(key)
+                value, pttl = pipe.execute(raise_on_error=False)
+                if isinstance(value, ResponseError):
+                    raise value  # as GET alone raises it (WRONGTYPE...), not wrapped
+
         except BackendError as exc:
             if not isinstance(exc, WrongType):  # the client's mistake, not the backend's
                 self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
             raise
-        return cast(bytes | None, value)  # bytes, as decode_responses is off
+        # PTTL: -1 when the key has no expiry, -2 when it is gone (GET said so too).
+        ttl = pttl / 1000 if value is not None and pttl >= 0 else None
+        return cast(bytes | None, value), ttl  # bytes, as decode_responses is off
 
     def ping(self) -> None:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""

@@ -3,8 +3,10 @@
 Two parts, kept apart as cachetools keeps its maps apart from its `cached()` decorator:
 
 * `Entries` is the map: a `TTLCache` (capacity in keys, TTL counted from insertion, LRU by
-  reads) that counts its evictions and expirations. Indexing a key it does not hold raises
-  KeyError, as every cachetools map does, so reading the map can never reach Redis.
+  reads) that also holds a byte budget (keys and values), and for an entry whose key Redis
+  will expire, that deadline: it is never served past it. It counts its evictions and
+  expirations. Indexing a key it does not hold raises KeyError, as every cachetools map
+  does, so reading the map can never reach Redis.
 * `ReadThroughCache` owns the map, the one lock around it and the fetches in progress.
   `peek()` and `peek_run()` index the map under the lock and do nothing else: the event loops
   call them. `lookup()` indexes it too and, on a miss, joins or leads a fetch of the key with
@@ -24,11 +26,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cachetools import TTLCache
+from cachetools import Cache, TTLCache
 
 from proxy.errors import BackendError
 
-Load = Callable[[bytes], "bytes | None"]  # reads one key from Redis: its value, or None
+
+class Fetched(NamedTuple):
+    """One key as read from Redis: its value (None if absent) and, if Redis will expire it,
+    the seconds it has left (its PTTL, read in the same round trip)."""
+
+    value: bytes | None
+    ttl: float | None = None
+
+
+# Reads one key from Redis: its value and seconds to live, as Fetched (or a plain pair).
+Load = Callable[[bytes], tuple["bytes | None", "float | None"]]
 
 
 @dataclass
@@ -39,6 +51,7 @@ class CacheStats:
     fetches: int = 0  # misses that went to Redis
     coalesced: int = 0  # misses that waited for another thread's fetch of the same key
     evictions: int = 0  # entries dropped to make room (least recently read first)
+    too_large: int = 0  # values fetched but not stored: larger than CACHE_MAX_ITEM_BYTES
     expirations: int = 0  # entries dropped because their TTL ran out
     fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
     invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
@@ -60,13 +73,50 @@ class Read(NamedTuple):
 
 
 class Entries(TTLCache[bytes, bytes]):
-    """The map: LRU + TTL, capacity in keys, TTL from insertion and never extended by reads."""
+    """The map: LRU + TTL, capacity in keys and in bytes, TTL from insertion and never
+    extended by reads, and a shorter deadline for an entry Redis will expire sooner."""
 
     def __init__(
-        self, maxsize: int, ttl: float, timer: Callable[[], float], stats: CacheStats
+        self,
+        maxsize: int,
+        ttl: float,
+        timer: Callable[[], float],
+        stats: CacheStats,
+        maxbytes: int | None = None,
     ) -> None:
         super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
         self.stats = stats
+        self.maxbytes = maxbytes  # keys and values held at most (None: keys alone bound it)
+        self.bytes = 0  # keys and values held now
+        self._deadlines: dict[bytes, float] = {}  # keys Redis expires before the TTL would
+
+    def __getitem__(self, key: bytes) -> bytes:
+        value: bytes = super().__getitem__(key)
+        if self._deadlines:
+            deadline = self._deadlines.get(key)
+            if deadline is not None and not self.timer() < deadline:
+                del self[key]
+                self.stats.expirations += 1
+                raise KeyError(key)
+        return value
+
+    def store(self, key: bytes, value: bytes, deadline: float | None) -> None:
+        """Hold `value` for CACHE_TTL, or only until `deadline` (the timer's clock) when Redis
+        expires it sooner; least recently read entries go first until both budgets hold."""
+        if key in self:
+            del self[key]
+        size = len(key) + len(value)
+        while self.maxbytes is not None and self.bytes + size > self.maxbytes and len(self):
+            self.popitem()
+        self[key] = value
+        self.bytes += size
+        if deadline is not None:
+            self._deadlines[key] = deadline
+
+    def __delitem__(self, key: bytes) -> None:
+        self.bytes -= len(key) + len(Cache.__getitem__(self, key))
+        self._deadlines.pop(key, None)
+        super().__delitem__(key)
 
     def popitem(self) -> tuple[bytes, bytes]:
         """Evict the least recently read entry (cachetools calls this when full)."""
@@ -77,8 +127,16 @@ class Entries(TTLCache[bytes, bytes]):
     def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
         """Drop expired entries (cachetools calls this before inserting and when sizing)."""
         expired = super().expire(time)
+        for key, value in expired:
+            self.bytes -= len(key) + len(value)
+            self._deadlines.pop(key, None)
         self.stats.expirations += len(expired)
         return expired
+
+    def clear(self) -> None:
+        super().clear()
+        self.bytes = 0
+        self._deadlines.clear()
 
 
 class _Flight:
@@ -107,10 +165,19 @@ class ReadThroughCache:
     """The cache both front ends read: peeks on their event loops, lookups off them."""
 
     def __init__(
-        self, maxsize: int, ttl: float, load: Load, timer: Callable[[], float] = time.monotonic
+        self,
+        maxsize: int,
+        ttl: float,
+        load: Load,
+        timer: Callable[[], float] = time.monotonic,
+        *,
+        maxbytes: int | None = None,
+        max_item_bytes: int | None = None,
     ) -> None:
         self.stats = CacheStats()
-        self._entries = Entries(maxsize, ttl, timer, self.stats)
+        self._entries = Entries(maxsize, ttl, timer, self.stats, maxbytes)
+        self._max_item_bytes = max_item_bytes  # a larger key + value is served, not stored
+        self._timer = timer
         self._load = load
         self._lock = threading.Lock()
         self._flights: dict[bytes, _Flight] = {}
@@ -120,6 +187,16 @@ class ReadThroughCache:
     def capacity(self) -> int:
         """CACHE_MAXSIZE: the most keys held at once."""
         return int(self._entries.maxsize)
+
+    @property
+    def byte_capacity(self) -> int | None:
+        """CACHE_MAXBYTES: the most key and value bytes held at once."""
+        return self._entries.maxbytes
+
+    def held_bytes(self) -> int:
+        """Key and value bytes held now."""
+        with self._lock:
+            return self._entries.bytes
 
     def peek(self, key: bytes) -> bytes | None:
         """The value if `key` is cached and fresh (a hit: it becomes the most recently read),
@@ -173,8 +250,9 @@ class ReadThroughCache:
     def _fetch(self, key: bytes, flight: _Flight) -> bytes | None:
         """Load `key` from Redis for every waiter of `flight`, and store it unless it went
         stale meanwhile. Absent keys are not stored, so a later SET shows at once."""
+        started = self._timer()  # Redis's TTL runs from no earlier than this
         try:
-            value = self._load(key)
+            value, ttl = self._load(key)
         except BaseException as exc:
             # Waiters get this same error; nothing is stored, so the next miss asks again.
             with self._lock:
@@ -186,9 +264,22 @@ class ReadThroughCache:
         with self._lock:
             del self._flights[key]
             if value is not None and self._storing and not flight.stale:
-                self._entries[key] = value  # a fresh TTL, counted from now
+                self._store(key, value, None if ttl is None else started + ttl)
         flight.finish(value, None)
         return value
+
+    def _store(self, key: bytes, value: bytes, deadline: float | None) -> None:
+        """Store a fetched value (a fresh TTL, counted from now) unless it is too large to be
+        worth it or Redis has expired it already; keep Redis's deadline if it comes first."""
+        if self._max_item_bytes is not None and len(key) + len(value) > self._max_item_bytes:
+            self.stats.too_large += 1  # served, but it would crowd out everything else
+            return
+        if deadline is not None:
+            if deadline <= self._timer():
+                return  # Redis has expired it by now
+            if deadline >= self._timer() + self._entries.ttl:
+                deadline = None  # the TTL ends first: no deadline to keep
+        self._entries.store(key, value, deadline)
 
     def invalidate(self, keys: list[bytes]) -> None:
         """Forget `keys` (they changed in Redis), including values being fetched right now."""

@@ -100,6 +100,12 @@ _VARS: dict[str, _Var] = {
     "cache_maxsize": _Var(
         "CACHE_MAXSIZE", "10000", "an integer 1..100000000", _int_between(1, 100_000_000)
     ),
+    "cache_maxbytes": _Var(
+        "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", _int_between(1, 2**50)
+    ),
+    "cache_max_item_bytes": _Var(
+        "CACHE_MAX_ITEM_BYTES", "1048576", "a number of bytes 1..2**50", _int_between(1, 2**50)
+    ),
     "max_parallel": _Var("MAX_PARALLEL", "4", "an integer 1..1024", _int_between(1, 1024)),
     "max_connections": _Var(
         "MAX_CONNECTIONS", "100", "an integer 1..100000", _int_between(1, 100_000)
@@ -135,6 +141,8 @@ class Settings:
     proxy_port: int
     cache_ttl: float
     cache_maxsize: int
+    cache_maxbytes: int
+    cache_max_item_bytes: int
     max_parallel: int
     max_connections: int
     redis_timeout: float
@@ -162,6 +170,11 @@ class Settings:
         if values.get("resp_port") and values["resp_port"] == values.get("proxy_port"):
             port = values["resp_port"]
             problems.append(f"RESP_PORT='{port}': expected a port other than PROXY_PORT ({port})")
+        items, budget = values.get("cache_max_item_bytes"), values.get("cache_maxbytes")
+        if items is not None and budget is not None and items > budget:
+            problems.append(
+                f"CACHE_MAX_ITEM_BYTES='{items}': expected at most CACHE_MAXBYTES ({budget})"
+            )
         if problems:
             raise ConfigError(problems)
         return cls(**values)

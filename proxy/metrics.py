@@ -118,6 +118,8 @@ class CacheCounters(Protocol):
     @property
     def flushes(self) -> int: ...
     @property
+    def too_large(self) -> int: ...
+    @property
     def fetch_errors(self) -> Mapping[str, int]: ...
 
 
@@ -128,7 +130,10 @@ class CacheFigures(Protocol):
     def stats(self) -> CacheCounters: ...
     @property
     def capacity(self) -> int: ...
+    @property
+    def byte_capacity(self) -> int | None: ...
     def size(self) -> int: ...
+    def held_bytes(self) -> int: ...
 
 
 class LinkState(Protocol):
@@ -196,6 +201,18 @@ class Metrics:
         yield CounterMetricFamily("proxy_cache_expirations", "TTL expirations", stats.expirations)
         yield GaugeMetricFamily("proxy_cache_entries", "Keys in the cache", self.cache.size())
         yield GaugeMetricFamily("proxy_cache_capacity", "CACHE_MAXSIZE", self.cache.capacity)
+        yield GaugeMetricFamily(
+            "proxy_cache_bytes", "Key and value bytes cached", self.cache.held_bytes()
+        )
+        if self.cache.byte_capacity is not None:
+            yield GaugeMetricFamily(
+                "proxy_cache_capacity_bytes", "CACHE_MAXBYTES", self.cache.byte_capacity
+            )
+        yield CounterMetricFamily(
+            "proxy_cache_too_large",
+            "Values served but not cached: over CACHE_MAX_ITEM_BYTES",
+            stats.too_large,
+        )
         yield CounterMetricFamily(
             "proxy_cache_invalidations", "Keys Redis said changed", stats.invalidations
         )

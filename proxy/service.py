@@ -41,7 +41,13 @@ class Service:
         """Every part, wired; nothing runs yet."""
         tracking = settings.cache_invalidation == "tracking"
         backend = Backend(settings.redis_url, settings.redis_timeout, track_reads=tracking)
-        cache = ReadThroughCache(settings.cache_maxsize, settings.cache_ttl, backend.get)
+        cache = ReadThroughCache(
+            settings.cache_maxsize,
+            settings.cache_ttl,
+            backend.get,
+            maxbytes=settings.cache_maxbytes,
+            max_item_bytes=settings.cache_max_item_bytes,
+        )
         invalidator = Invalidator(cache, backend) if tracking else None
         metrics = Metrics(cache, invalidator)
         http_app = create_app(

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
-from proxy.cache import Read, ReadThroughCache
+from proxy.cache import Fetched, Read, ReadThroughCache
 from proxy.errors import BackendUnavailable
 
 DEADLINE = 5.0  # seconds; generous, only reached when the behaviour under test is broken
@@ -29,11 +29,12 @@ class FakeRedis:
 
     def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
         self.data = dict(data or {})
+        self.ttls: dict[bytes, float] = {}  # seconds Redis gives a key (PTTL), if any
         self.calls: dict[bytes, int] = {}
 
-    def __call__(self, key: bytes) -> bytes | None:
+    def __call__(self, key: bytes) -> Fetched:
         self.calls[key] = self.calls.get(key, 0) + 1
-        return self.data.get(key)
+        return Fetched(self.data.get(key), self.ttls.get(key))
 
 
 class BlockingFetch:
@@ -45,13 +46,13 @@ class BlockingFetch:
         self.release = threading.Event()
         self.calls = 0
 
-    def __call__(self, key: bytes) -> bytes | None:
+    def __call__(self, key: bytes) -> Fetched:
         self.calls += 1
         self.started.set()
         assert self.release.wait(DEADLINE), "the test never released the fetch"
         if isinstance(self.result, Exception):
             raise self.result
-        return self.result
+        return Fetched(self.result)
 
 
 def wait_until(condition: Callable[[], bool]) -> None:
@@ -66,8 +67,12 @@ def read(cache: ReadThroughCache, key: bytes) -> bytes | None:
     return cache.lookup(key)[0]
 
 
-def make_cache(fetch, maxsize: int = 10, ttl: float = 10.0, timer=None) -> ReadThroughCache:
-    return ReadThroughCache(maxsize=maxsize, ttl=ttl, load=fetch, timer=timer or FakeTimer())
+def make_cache(
+    fetch, maxsize: int = 10, ttl: float = 10.0, timer=None, **budgets: int
+) -> ReadThroughCache:
+    return ReadThroughCache(
+        maxsize=maxsize, ttl=ttl, load=fetch, timer=timer or FakeTimer(), **budgets
+    )
 
 
 def test_hit_does_not_fetch_again() -> None:
@@ -375,3 +380,75 @@ def test_fetch_started_before_resume_is_not_stored() -> None:
     reader.join(DEADLINE)
     read(cache, b"k")
     assert fetch.calls == 2
+
+
+def test_an_entry_is_never_served_past_the_ttl_redis_gave_it() -> None:
+    redis, timer = FakeRedis({b"k": b"v"}), FakeTimer()
+    redis.ttls[b"k"] = 2.0
+    cache = make_cache(redis, ttl=10.0, timer=timer)
+    assert cache.lookup(b"k") == Read(b"v", False)
+    timer.now = 1.999
+    assert cache.peek(b"k") == b"v"
+    timer.now = 2.0
+    assert cache.peek(b"k") is None
+    assert cache.lookup(b"k") == Read(b"v", False)  # from Redis again
+    assert cache.stats.expirations == 1
+
+
+def test_cache_ttl_still_bounds_a_key_redis_keeps_longer() -> None:
+    redis, timer = FakeRedis({b"k": b"v"}), FakeTimer()
+    redis.ttls[b"k"] = 100.0
+    cache = make_cache(redis, ttl=10.0, timer=timer)
+    cache.lookup(b"k")
+    timer.now = 10.0
+    assert cache.peek(b"k") is None
+
+
+def test_a_key_redis_expires_at_once_is_answered_not_stored() -> None:
+    redis = FakeRedis({b"k": b"v"})
+    redis.ttls[b"k"] = 0.0
+    cache = make_cache(redis)
+    assert cache.lookup(b"k") == Read(b"v", False)
+    assert cache.peek(b"k") is None
+
+
+def test_the_byte_budget_evicts_least_recently_read_entries() -> None:
+    redis = FakeRedis({b"a": b"1" * 9, b"b": b"2" * 9, b"c": b"3" * 9, b"d": b"4" * 9})
+    cache = make_cache(redis, maxsize=100, maxbytes=30)  # three entries of 10 bytes
+    for key in (b"a", b"b", b"c"):
+        cache.lookup(key)
+    cache.peek(b"a")  # b is now the least recently read
+    cache.lookup(b"d")
+    assert [cache.peek(key) is not None for key in (b"a", b"b", b"c", b"d")] == [
+        True,
+        False,
+        True,
+        True,
+    ]
+    assert cache.held_bytes() == 30
+    assert cache.stats.evictions == 1
+
+
+def test_a_value_over_the_item_limit_is_served_but_not_stored_and_evicts_nothing() -> None:
+    redis = FakeRedis({b"small": b"s", b"big": b"b" * 100})
+    cache = make_cache(redis, maxbytes=1000, max_item_bytes=50)
+    cache.lookup(b"small")
+    assert cache.lookup(b"big") == Read(b"b" * 100, False)
+    assert cache.peek(b"big") is None
+    assert cache.peek(b"small") == b"s"
+    assert (cache.stats.too_large, cache.stats.evictions) == (1, 0)
+
+
+def test_held_bytes_follow_expiry_invalidation_and_flushes() -> None:
+    redis, timer = FakeRedis({b"a": b"12", b"b": b"34", b"c": b"56"}), FakeTimer()
+    cache = make_cache(redis, ttl=5.0, timer=timer, maxbytes=100)
+    for key in (b"a", b"b"):
+        cache.lookup(key)
+    assert cache.held_bytes() == 6
+    cache.invalidate([b"a"])
+    assert cache.held_bytes() == 3
+    timer.now = 5.0
+    cache.lookup(b"c")  # storing expires b first
+    assert cache.held_bytes() == 3
+    cache.invalidate_all()
+    assert cache.held_bytes() == 0

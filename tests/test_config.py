@@ -26,6 +26,8 @@ def test_defaults_when_nothing_is_set() -> None:
         proxy_port=8080,
         cache_ttl=60.0,
         cache_maxsize=10000,
+        cache_maxbytes=268435456,
+        cache_max_item_bytes=1048576,
         max_parallel=4,
         max_connections=100,
         redis_timeout=1.0,

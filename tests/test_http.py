@@ -27,11 +27,11 @@ class RecordingFetch:
         self.error: Exception | None = None
         self.keys: list[bytes] = []
 
-    def get(self, key: bytes) -> bytes | None:
+    def get(self, key: bytes) -> tuple[bytes | None, None]:
         self.keys.append(key)
         if self.error is not None:
             raise self.error
-        return self.data.get(key)
+        return self.data.get(key), None
 
     def ping(self) -> None:
         if self.error is not None:

@@ -31,7 +31,7 @@ class Paths:
     """The two ways a request can be answered, over one cache holding STORE."""
 
     def __init__(self) -> None:
-        self.cache = ReadThroughCache(maxsize=100, ttl=600, load=STORE.get)
+        self.cache = ReadThroughCache(maxsize=100, ttl=600, load=lambda key: (STORE.get(key), None))
         for key in STORE:
             self.cache.lookup(key)
         metrics = Metrics(self.cache)

@@ -58,14 +58,17 @@ def fetch() -> Fetch:
 def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
     servers: list[RespServer] = []
 
-    def start(max_parallel: int = 4, max_connections: int = 50) -> RespServer:
-        cache = ReadThroughCache(maxsize=100, ttl=60, load=fetch)
+    def start(
+        max_parallel: int = 4, max_connections: int = 50, send_timeout: float = 30.0
+    ) -> RespServer:
+        cache = ReadThroughCache(maxsize=100, ttl=60, load=lambda key: (fetch(key), None))
         server = RespServer(
             cache,
             host="127.0.0.1",
             port=0,  # the kernel picks a free one; server.port says which
             max_parallel=max_parallel,
             max_connections=max_connections,
+            send_timeout=send_timeout,
         )
         servers.append(server.start())
         return server
@@ -420,3 +423,12 @@ def test_a_listener_uvloop_closed_on_an_accept_error_listens_again(server) -> No
         return True
 
     poll(answers, DEADLINE, "the listener to be back")
+
+
+def test_a_client_that_takes_no_replies_is_dropped_after_the_send_timeout(start_server) -> None:
+    server = start_server(send_timeout=0.5)
+    stuck = Raw(server.port)
+    stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stuck.send(b"GET big\r\n")  # 5 MB it never reads
+    poll(lambda: server.dropped["send_timeout"] == 1, DEADLINE, "the stuck client to be dropped")
+    Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")

@@ -93,6 +93,7 @@ class Connection(asyncio.Protocol):
         self.link: Link
         self.deferred = False  # a request of this connection is on the pool
         self.can_write = True
+        self.blocked_at = 0.0
         self.unparsed = b""  # read but not parsed yet: a deep pipeline is parsed a slice a turn
         self.quitting = False
         self.fatal: bytes | None = None  # a protocol error to send once earlier replies are out
@@ -127,6 +128,7 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.can_write = False
+        self.blocked_at = time.monotonic()  # replies stopped being taken (see the sweep)
 
     def resume_writing(self) -> None:
         self.can_write = True

@@ -52,6 +52,7 @@ class RespServer:
         stats: Recorder | None = None,
         request_timeout: float = 5.0,
         idle_timeout: float = 300.0,
+        send_timeout: float = 30.0,
     ) -> None:
         self.cache = cache
         self.stats = stats or RequestStats()
@@ -62,6 +63,9 @@ class RespServer:
         # silent for `idle_timeout` (RESP_IDLE_TIMEOUT; 0: for ever, as Redis's `timeout 0`).
         self.request_timeout = request_timeout
         self.idle_timeout = idle_timeout
+        # A client that takes none of its replies for this long is dropped (as HTTP's
+        # SEND_TIMEOUT): it would otherwise hold its slot for as long as it likes.
+        self.send_timeout = send_timeout
         self.refused = 0
         self.dropped: Counter[str] = Counter()  # clients disconnected by the proxy, by reason
         self.connections: set[Connection] = set()
@@ -164,9 +168,11 @@ class RespServer:
         )
 
     def _sweep(self) -> None:
-        """Disconnect clients silent for too long (see request_timeout and idle_timeout)."""
+        """Disconnect clients silent or not reading for too long (see the timeouts above)."""
         now = time.monotonic()
         for connection in list(self.connections):
+            if not connection.can_write and now - connection.blocked_at > self.send_timeout:
+                connection.link.drop("send_timeout")
             if not connection.waiting:
                 continue
             silent = now - connection.active_at
