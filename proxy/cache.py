@@ -88,17 +88,18 @@ class Entries(TTLCache[bytes, bytes]):
         self.stats = stats
         self.maxbytes = maxbytes  # keys and values held at most (None: keys alone bound it)
         self.bytes = 0  # keys and values held now
-        self._deadlines: dict[bytes, float] = {}  # keys Redis expires before the TTL would
+        self.deadlines: dict[bytes, float] = {}  # keys Redis expires before the TTL would
 
-    def __getitem__(self, key: bytes) -> bytes:
-        value: bytes = super().__getitem__(key)
-        if self._deadlines:
-            deadline = self._deadlines.get(key)
-            if deadline is not None and not self.timer() < deadline:
-                del self[key]
-                self.stats.expirations += 1
-                raise KeyError(key)
-        return value
+    def past_deadline(self, key: bytes) -> bool:
+        """True (and the entry dropped, as expired) if Redis has expired `key` by now. The
+        readers ask only while some entry has a deadline (`deadlines` is not empty), so the
+        common read pays one truth test, not a call."""
+        deadline = self.deadlines.get(key)
+        if deadline is None or self.timer() < deadline:
+            return False
+        del self[key]
+        self.stats.expirations += 1
+        return True
 
     def store(self, key: bytes, value: bytes, deadline: float | None) -> None:
         """Hold `value` for CACHE_TTL, or only until `deadline` (the timer's clock) when Redis
@@ -111,11 +112,11 @@ class Entries(TTLCache[bytes, bytes]):
         self[key] = value
         self.bytes += size
         if deadline is not None:
-            self._deadlines[key] = deadline
+            self.deadlines[key] = deadline
 
     def __delitem__(self, key: bytes) -> None:
         self.bytes -= len(key) + len(Cache.__getitem__(self, key))
-        self._deadlines.pop(key, None)
+        self.deadlines.pop(key, None)
         super().__delitem__(key)
 
     def popitem(self) -> tuple[bytes, bytes]:
@@ -129,14 +130,14 @@ class Entries(TTLCache[bytes, bytes]):
         expired = super().expire(time)
         for key, value in expired:
             self.bytes -= len(key) + len(value)
-            self._deadlines.pop(key, None)
+            self.deadlines.pop(key, None)
         self.stats.expirations += len(expired)
         return expired
 
     def clear(self) -> None:
         super().clear()
         self.bytes = 0
-        self._deadlines.clear()
+        self.deadlines.clear()
 
 
 class _Flight:
@@ -201,10 +202,13 @@ class ReadThroughCache:
     def peek(self, key: bytes) -> bytes | None:
         """The value if `key` is cached and fresh (a hit: it becomes the most recently read),
         else None. Never fetches, so an event loop may call it."""
+        entries = self._entries
         with self._lock:
             try:
-                value = self._entries[key]
+                value = entries[key]
             except KeyError:
+                return None
+            if entries.deadlines and entries.past_deadline(key):
                 return None
             self.stats.lookups += 1
         return value
@@ -220,6 +224,11 @@ class ReadThroughCache:
                     values.append(entries[key])
             except KeyError:
                 pass
+            if entries.deadlines:  # the run ends at the first key Redis has expired
+                for index, key in enumerate(keys[: len(values)]):
+                    if entries.past_deadline(key):
+                        del values[index:]
+                        break
             self.stats.lookups += len(values)
         return values
 
@@ -229,12 +238,16 @@ class ReadThroughCache:
         The map is indexed again even after a peek missed: another request may have stored
         the key since, and that is what lets concurrent misses share one fetch.
         """
+        entries = self._entries
         with self._lock:
             self.stats.lookups += 1
             try:
-                return Read(self._entries[key], True)
+                value = entries[key]
             except KeyError:
                 pass
+            else:
+                if not (entries.deadlines and entries.past_deadline(key)):
+                    return Read(value, True)
             flight = self._flights.get(key)
             if flight is None:
                 flight = self._flights[key] = _Flight()

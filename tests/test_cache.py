@@ -452,3 +452,15 @@ def test_held_bytes_follow_expiry_invalidation_and_flushes() -> None:
     assert cache.held_bytes() == 3
     cache.invalidate_all()
     assert cache.held_bytes() == 0
+
+
+def test_a_pipelined_run_of_hits_ends_at_a_key_redis_has_expired() -> None:
+    redis, timer = FakeRedis({b"a": b"1", b"b": b"2", b"c": b"3"}), FakeTimer()
+    redis.ttls[b"b"] = 1.0
+    cache = make_cache(redis, timer=timer)
+    for key in (b"a", b"b", b"c"):
+        cache.lookup(key)
+    assert cache.peek_run([b"a", b"b", b"c"]) == [b"1", b"2", b"3"]
+    timer.now = 1.0
+    assert cache.peek_run([b"a", b"b", b"c"]) == [b"1"]
+    assert cache.lookup(b"b") == Read(b"2", False)  # fetched again
