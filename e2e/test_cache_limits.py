@@ -44,6 +44,7 @@ def test_with_tracking_expire_persist_and_expiry_reach_the_proxy(
     start_proxy, redis_server, key
 ) -> None:
     proxy = start_proxy(redis_server, cache_invalidation="tracking", cache_ttl=60)
+    poll(lambda: proxy.metric("proxy_invalidation_link_up") == 1, 5, "the invalidation link")
     redis_server.client.set(key(), b"v")
 
     def invalidations() -> float:
@@ -98,3 +99,25 @@ def test_the_byte_budget_holds_while_reads_total_many_times_it(
     assert proxy.metric("proxy_cache_too_large_total") == 1  # the 2 MB value: served only
     assert proxy.metric("proxy_cache_entries") == budget // (len(value) + len(key("0")))
     assert grew < budget / MB + 30  # the budget, plus the per-entry and allocator overhead
+
+
+def test_a_hot_missing_key_costs_redis_one_get_per_negative_ttl(
+    start_proxy, redis_server, key
+) -> None:
+    proxy = start_proxy(redis_server, cache_negative_ttl=1, cache_invalidation="tracking")
+    # Until the invalidation link is up the cache stores nothing (it could not be told).
+    poll(lambda: proxy.metric("proxy_invalidation_link_up") == 1, 5, "the invalidation link")
+    session = requests.Session()
+    before = redis_server.get_calls()
+    started = time.monotonic()
+    reads = 0
+    while time.monotonic() - started < 0.8:  # well inside one CACHE_NEGATIVE_TTL period
+        assert session.get(f"{proxy.url}/get/{key()}", timeout=5).status_code == 404
+        reads += 1
+    assert redis_server.get_calls() - before == 1, f"{reads} reads"
+    assert proxy.metric("proxy_cache_negative_hits_total") == reads - 1
+    # With tracking, a SET of a key remembered as absent shows at once, not a period later.
+    assert session.get(f"{proxy.url}/get/{key('later')}", timeout=5).status_code == 404
+    redis_server.client.set(key("later"), b"now here")
+    url = f"{proxy.url}/get/{key('later')}"
+    poll(lambda: session.get(url, timeout=5).status_code == 200, 0.3, "the SET to show")

@@ -81,6 +81,11 @@ def test_max_parallel_1_processes_one_request_at_a_time_in_arrival_order(
 
     assert (miss.status, miss.body) == (200, b"cold value")
     assert [(hit.status, hit.body) for hit in hits] == [(200, b"hot value")] * 5
+
+    def answered_all() -> bool:  # access lines follow the answers they log
+        return bool(proxy.log()[warmed_up:].count(" status=200 ") == 1 + len(hot))
+
+    poll(answered_all, 5, "every answer's access line")
     log = proxy.log()[warmed_up:]
     taken_order = sorted([cold, *hot], key=lambda path: log.index(f"GET {path}\n"))
     assert taken_order == [cold, *hot]

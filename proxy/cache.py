@@ -55,6 +55,7 @@ class CacheStats:
     expirations: int = 0  # entries dropped because their TTL ran out
     fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
     invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
+    negative_hits: int = 0  # reads of a key remembered as absent (CACHE_NEGATIVE_TTL)
     flushes: int = 0  # "everything changed": FLUSHALL/FLUSHDB, or the invalidation link lost
 
 
@@ -70,6 +71,15 @@ class Read(NamedTuple):
         if self.value is None:
             return "not_found"
         return "hit" if self.hit else "miss"
+
+
+class _Absent(bytes):
+    """The type of ABSENT: told apart from a real (possibly empty) value by identity."""
+
+
+# What the map holds for a key Redis did not have (CACHE_NEGATIVE_TTL): readers that may not
+# answer "absent" themselves (the event loops' peeks) treat it as not cached.
+ABSENT = _Absent()
 
 
 class Entries(TTLCache[bytes, bytes]):
@@ -88,6 +98,7 @@ class Entries(TTLCache[bytes, bytes]):
         self.stats = stats
         self.maxbytes = maxbytes  # keys and values held at most (None: keys alone bound it)
         self.bytes = 0  # keys and values held now
+        self.absent = 0  # ABSENT entries held now
         self.deadlines: dict[bytes, float] = {}  # keys Redis expires before the TTL would
 
     def past_deadline(self, key: bytes) -> bool:
@@ -111,13 +122,18 @@ class Entries(TTLCache[bytes, bytes]):
             self.popitem()
         self[key] = value
         self.bytes += size
+        self.absent += value is ABSENT
         if deadline is not None:
             self.deadlines[key] = deadline
 
     def __delitem__(self, key: bytes) -> None:
-        self.bytes -= len(key) + len(Cache.__getitem__(self, key))
-        self.deadlines.pop(key, None)
+        self._forget(key, Cache.__getitem__(self, key))
         super().__delitem__(key)
+
+    def _forget(self, key: bytes, value: bytes) -> None:
+        self.bytes -= len(key) + len(value)
+        self.absent -= value is ABSENT
+        self.deadlines.pop(key, None)
 
     def popitem(self) -> tuple[bytes, bytes]:
         """Evict the least recently read entry (cachetools calls this when full)."""
@@ -129,14 +145,13 @@ class Entries(TTLCache[bytes, bytes]):
         """Drop expired entries (cachetools calls this before inserting and when sizing)."""
         expired = super().expire(time)
         for key, value in expired:
-            self.bytes -= len(key) + len(value)
-            self.deadlines.pop(key, None)
+            self._forget(key, value)
         self.stats.expirations += len(expired)
         return expired
 
     def clear(self) -> None:
         super().clear()
-        self.bytes = 0
+        self.bytes = self.absent = 0
         self.deadlines.clear()
 
 
@@ -174,10 +189,12 @@ class ReadThroughCache:
         *,
         maxbytes: int | None = None,
         max_item_bytes: int | None = None,
+        negative_ttl: float = 0.0,
     ) -> None:
         self.stats = CacheStats()
         self._entries = Entries(maxsize, ttl, timer, self.stats, maxbytes)
         self._max_item_bytes = max_item_bytes  # a larger key + value is served, not stored
+        self._negative_ttl = negative_ttl  # how long a key Redis lacks is remembered (0: not)
         self._timer = timer
         self._load = load
         self._lock = threading.Lock()
@@ -208,7 +225,7 @@ class ReadThroughCache:
                 value = entries[key]
             except KeyError:
                 return None
-            if entries.deadlines and entries.past_deadline(key):
+            if value is ABSENT or (entries.deadlines and entries.past_deadline(key)):
                 return None
             self.stats.lookups += 1
         return value
@@ -224,9 +241,9 @@ class ReadThroughCache:
                     values.append(entries[key])
             except KeyError:
                 pass
-            if entries.deadlines:  # the run ends at the first key Redis has expired
+            if entries.deadlines or entries.absent:  # the run ends at the first of those
                 for index, key in enumerate(keys[: len(values)]):
-                    if entries.past_deadline(key):
+                    if values[index] is ABSENT or entries.past_deadline(key):
                         del values[index:]
                         break
             self.stats.lookups += len(values)
@@ -247,6 +264,9 @@ class ReadThroughCache:
                 pass
             else:
                 if not (entries.deadlines and entries.past_deadline(key)):
+                    if value is ABSENT:
+                        self.stats.negative_hits += 1
+                        return Read(None, True)
                     return Read(value, True)
             flight = self._flights.get(key)
             if flight is None:
@@ -262,7 +282,8 @@ class ReadThroughCache:
 
     def _fetch(self, key: bytes, flight: _Flight) -> bytes | None:
         """Load `key` from Redis for every waiter of `flight`, and store it unless it went
-        stale meanwhile. Absent keys are not stored, so a later SET shows at once."""
+        stale meanwhile. A key Redis lacks is remembered as absent only for CACHE_NEGATIVE_TTL
+        (off by default), so a later SET shows at once or within that."""
         started = self._timer()  # Redis's TTL runs from no earlier than this
         try:
             value, ttl = self._load(key)
@@ -276,8 +297,11 @@ class ReadThroughCache:
             raise
         with self._lock:
             del self._flights[key]
-            if value is not None and self._storing and not flight.stale:
-                self._store(key, value, None if ttl is None else started + ttl)
+            if self._storing and not flight.stale:
+                if value is not None:
+                    self._store(key, value, None if ttl is None else started + ttl)
+                elif self._negative_ttl:
+                    self._store(key, ABSENT, started + self._negative_ttl)
         flight.finish(value, None)
         return value
 

@@ -40,6 +40,13 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+def _seconds_or_zero(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < math.inf:
+        raise ValueError(text)
+    return value
+
+
 def _seconds(text: str) -> float:
     value = float(text)
     if not 0 < value < math.inf:
@@ -100,6 +107,9 @@ _VARS: dict[str, _Var] = {
     "cache_maxsize": _Var(
         "CACHE_MAXSIZE", "10000", "an integer 1..100000000", _int_between(1, 100_000_000)
     ),
+    "cache_negative_ttl": _Var(
+        "CACHE_NEGATIVE_TTL", "0", "a number of seconds >= 0 (0: off)", _seconds_or_zero
+    ),
     "cache_maxbytes": _Var(
         "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", _int_between(1, 2**50)
     ),
@@ -141,6 +151,7 @@ class Settings:
     proxy_port: int
     cache_ttl: float
     cache_maxsize: int
+    cache_negative_ttl: float
     cache_maxbytes: int
     cache_max_item_bytes: int
     max_parallel: int
@@ -170,6 +181,11 @@ class Settings:
         if values.get("resp_port") and values["resp_port"] == values.get("proxy_port"):
             port = values["resp_port"]
             problems.append(f"RESP_PORT='{port}': expected a port other than PROXY_PORT ({port})")
+        negative, ttl = values.get("cache_negative_ttl"), values.get("cache_ttl")
+        if negative is not None and ttl is not None and negative > ttl:
+            problems.append(
+                f"CACHE_NEGATIVE_TTL='{negative:g}': expected at most CACHE_TTL ({ttl:g})"
+            )
         items, budget = values.get("cache_max_item_bytes"), values.get("cache_maxbytes")
         if items is not None and budget is not None and items > budget:
             problems.append(

@@ -120,6 +120,8 @@ class CacheCounters(Protocol):
     @property
     def too_large(self) -> int: ...
     @property
+    def negative_hits(self) -> int: ...
+    @property
     def fetch_errors(self) -> Mapping[str, int]: ...
 
 
@@ -208,6 +210,11 @@ class Metrics:
             yield GaugeMetricFamily(
                 "proxy_cache_capacity_bytes", "CACHE_MAXBYTES", self.cache.byte_capacity
             )
+        yield CounterMetricFamily(
+            "proxy_cache_negative_hits",
+            "Reads of a key remembered as absent (CACHE_NEGATIVE_TTL)",
+            stats.negative_hits,
+        )
         yield CounterMetricFamily(
             "proxy_cache_too_large",
             "Values served but not cached: over CACHE_MAX_ITEM_BYTES",

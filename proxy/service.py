@@ -47,6 +47,7 @@ class Service:
             backend.get,
             maxbytes=settings.cache_maxbytes,
             max_item_bytes=settings.cache_max_item_bytes,
+            negative_ttl=settings.cache_negative_ttl,
         )
         invalidator = Invalidator(cache, backend) if tracking else None
         metrics = Metrics(cache, invalidator)

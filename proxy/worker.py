@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from typing import Any
 
 from proxy.config import Settings
@@ -48,7 +49,13 @@ class ProxyWorker(LoopWorker):
             super().run()
         finally:
             if self.service is not None:
-                self.service.stop(self.cfg.graceful_timeout)
+                self.service.stop(self._time_left())
+
+    def _time_left(self) -> float:
+        """What remains of the drain for RESP and the Redis connections to stop in."""
+        if self.stop_by is None:  # the loop ended without SIGTERM (the arbiter went away)
+            return float(self.cfg.graceful_timeout)
+        return max(0.0, self.stop_by - time.monotonic())
 
     def handle_exit(self, sig: int, frame: object) -> None:
         """SIGTERM: stop accepting on both front ends; in-flight requests still finish."""

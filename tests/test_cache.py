@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -68,10 +69,10 @@ def read(cache: ReadThroughCache, key: bytes) -> bytes | None:
 
 
 def make_cache(
-    fetch, maxsize: int = 10, ttl: float = 10.0, timer=None, **budgets: int
+    fetch, maxsize: int = 10, ttl: float = 10.0, timer=None, **options: Any
 ) -> ReadThroughCache:
     return ReadThroughCache(
-        maxsize=maxsize, ttl=ttl, load=fetch, timer=timer or FakeTimer(), **budgets
+        maxsize=maxsize, ttl=ttl, load=fetch, timer=timer or FakeTimer(), **options
     )
 
 
@@ -464,3 +465,39 @@ def test_a_pipelined_run_of_hits_ends_at_a_key_redis_has_expired() -> None:
     timer.now = 1.0
     assert cache.peek_run([b"a", b"b", b"c"]) == [b"1"]
     assert cache.lookup(b"b") == Read(b"2", False)  # fetched again
+
+
+def test_negative_caching_remembers_an_absent_key_for_its_ttl() -> None:
+    redis, timer = FakeRedis({b"present": b"v"}), FakeTimer()
+    cache = make_cache(redis, timer=timer, ttl=10.0, negative_ttl=2.0)
+    assert cache.lookup(b"gone") == Read(None, False)
+    assert cache.lookup(b"gone") == Read(None, True)  # not asked again
+    assert cache.peek(b"gone") is None  # the loops' peeks leave "absent" to lookup
+    cache.lookup(b"present")
+    assert cache.peek_run([b"present", b"gone", b"present"]) == [b"v"]
+    assert (redis.calls[b"gone"], cache.stats.negative_hits) == (1, 1)
+    timer.now = 2.0
+    redis.data[b"gone"] = b"back"
+    assert cache.lookup(b"gone") == Read(b"back", False)
+
+
+def test_an_absent_key_is_not_remembered_by_default_and_counts_toward_capacity() -> None:
+    redis = FakeRedis({b"a": b"1"})
+    cache = make_cache(redis)
+    cache.lookup(b"gone")
+    assert cache.lookup(b"gone") == Read(None, False)
+    assert redis.calls[b"gone"] == 2
+    remembering = make_cache(FakeRedis({b"a": b"1"}), maxsize=1, negative_ttl=5.0)
+    remembering.lookup(b"gone")
+    remembering.lookup(b"a")  # evicts the absent entry: it counts toward CACHE_MAXSIZE
+    assert remembering.size() == 1
+    assert remembering.stats.evictions == 1
+
+
+def test_an_invalidation_forgets_an_absent_key_at_once() -> None:
+    redis = FakeRedis()
+    cache = make_cache(redis, negative_ttl=5.0)
+    cache.lookup(b"k")
+    redis.data[b"k"] = b"set meanwhile"
+    cache.invalidate([b"k"])
+    assert cache.lookup(b"k") == Read(b"set meanwhile", False)

@@ -26,6 +26,7 @@ def test_defaults_when_nothing_is_set() -> None:
         proxy_port=8080,
         cache_ttl=60.0,
         cache_maxsize=10000,
+        cache_negative_ttl=0.0,
         cache_maxbytes=268435456,
         cache_max_item_bytes=1048576,
         max_parallel=4,
@@ -171,3 +172,8 @@ def test_descriptors_past_the_hard_limit_are_a_config_error_naming_the_numbers()
         pytest.skip("no hard limit on open files here")
     with pytest.raises(ConfigError, match=rf"the limit is {hard} \(hard\) but .* need {hard + 1}"):
         ensure_descriptors(hard + 1)
+
+
+def test_the_negative_ttl_is_at_most_the_ttl() -> None:
+    with pytest.raises(ConfigError, match=r"CACHE_NEGATIVE_TTL='20': expected at most CACHE_TTL"):
+        Settings.from_env({"CACHE_TTL": "10", "CACHE_NEGATIVE_TTL": "20"})

@@ -55,6 +55,9 @@ TESTED_GUNICORN = (27, 0, 1)
 SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
 READ_SIZE = 65536
 TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
+# The worker's drain ends this long before GRACEFUL_TIMEOUT, when the arbiter kills it (its
+# clock starts a little earlier): what is cut is then cut, and logged, by the worker itself.
+STOP_MARGIN = 0.5
 # accept() errors that mean "no descriptor now" (the process's or the system's limit, or kernel
 # memory): the worker backs off instead of dying.
 OUT_OF_DESCRIPTORS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM))
@@ -79,6 +82,7 @@ class LoopWorker(ThreadWorker):
         self.refused = 0
         self.dropped: Counter[str] = Counter()  # clients disconnected by the loop, by reason
         self.accept_again_at = 0.0  # accepting paused until then (out of descriptors)
+        self.stop_by: float | None = None  # when the drain after SIGTERM ends (see _drain)
         self.descriptor_warnings = RateLimitedLog(log)
         self.in_flight = 0  # requests on pool threads (running or queued)
         self.sequential = self.cfg.threads == 1  # MAX_PARALLEL=1 (read once: cfg is slow)
@@ -142,8 +146,8 @@ class LoopWorker(ThreadWorker):
             listener.close()
         now = time.monotonic()
         self.idle.cap(now + STOP_KEEPALIVE_LINGER)
-        deadline = now + self.cfg.graceful_timeout
-        while self.connections and time.monotonic() < deadline:
+        self.stop_by = now + max(STOP_MARGIN, self.cfg.graceful_timeout - STOP_MARGIN)
+        while self.connections and time.monotonic() < self.stop_by:
             self.notify()
             self.wait_for_and_dispatch_events(TICK)
             self._expire(time.monotonic())
