@@ -93,8 +93,9 @@ class Backend:
             if not isinstance(exc, WrongType):  # the client's mistake, not the backend's
                 self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
             raise
-        # PTTL: -1 when the key has no expiry, -2 when it is gone (GET said so too).
-        ttl = pttl / 1000 if value is not None and pttl >= 0 else None
+        # PTTL: -1 when the key has no expiry; -2 when it is gone, which after a GET that found
+        # a value means it expired between the two commands: no time left, so not to be cached.
+        ttl = None if value is None or pttl == -1 else max(pttl, 0) / 1000
         return cast(bytes | None, value), ttl  # bytes, as decode_responses is off
 
     def ping(self) -> None:
