@@ -312,9 +312,10 @@ class ReadThroughCache:
             self.stats.too_large += 1  # served, but it would crowd out everything else
             return
         if deadline is not None:
-            if deadline <= self._timer():
+            now = self._timer()
+            if deadline <= now:
                 return  # Redis has expired it by now
-            if deadline >= self._timer() + self._entries.ttl:
+            if deadline >= now + self._entries.ttl:
                 deadline = None  # the TTL ends first: no deadline to keep
         self._entries.store(key, value, deadline)
 

@@ -69,9 +69,9 @@ class Accounting:
             target = str(environ.get("RAW_URI") or environ.get("PATH_INFO", ""))
             method = str(environ.get("REQUEST_METHOD"))
             code = status.split(" ", 1)[0]
-            line = partial(
-                log_access,
+            finish = access_line(
                 self.access_log,
+                started,
                 method=method,
                 target=target,
                 key=environ.get(KEY),
@@ -80,15 +80,33 @@ class Accounting:
             )
             pending = PENDING_LINES.get()
             if pending is None:
-                line(seconds=seconds)
+                finish(started + seconds)
             else:
-                pending.append(lambda sent: line(seconds=sent - started))
+                pending.append(finish)
         return body
 
 
 def logs_access(access_log: str) -> bool:
     """Are access lines written at all (ACCESS_LOG, and the access logger's level)?"""
     return access_log != "off" and access.isEnabledFor(logging.INFO)
+
+
+def access_line(
+    access_log: str,
+    started: float,
+    *,
+    method: str,
+    target: str,
+    key: bytes | None,
+    status: str,
+    size: str,
+) -> Finish:
+    """What writes a request's access line once its answer is sent, the duration running from
+    `started` (time.perf_counter())."""
+    line = partial(
+        log_access, access_log, method=method, target=target, key=key, status=status, size=size
+    )
+    return lambda sent: line(seconds=sent - started)
 
 
 def log_access(

@@ -13,14 +13,13 @@ a bad key and every other request go on to a pool thread and Flask.
 from __future__ import annotations
 
 import time
-from functools import partial
 
 from gunicorn import SERVER
 from gunicorn.util import http_date
 
 from proxy.cache import ReadThroughCache
 from proxy.errors import ProxyError
-from proxy.http.accounting import Finish, log_access, logs_access
+from proxy.http.accounting import Finish, access_line, logs_access
 from proxy.http.framing import Canonical
 from proxy.http.hits import VALUE_TYPE
 from proxy.http.keys import key_from_uri
@@ -68,16 +67,16 @@ class LoopHits:
         self.stats.record("hit", time.perf_counter() - started)
         if not logs_access(self.access_log):
             return answer, keep_alive, None
-        line = partial(
-            log_access,
+        finish = access_line(
             self.access_log,
+            started,
             method=request.method,
             target=request.target,
             key=key,
             status="200",
             size=str(len(value)),
         )
-        return answer, keep_alive, lambda sent: line(seconds=sent - started)
+        return answer, keep_alive, finish
 
     def _http_date(self) -> bytes:
         """Gunicorn's Date value, formatted once a second."""

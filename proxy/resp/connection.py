@@ -299,7 +299,7 @@ class Connection(asyncio.Protocol):
 
     def _after_processing(self) -> None:
         """Close once everything is answered if the client is leaving; resume reading."""
-        finished = not (self.queue or self.deferred or self.closed or self.unparsed)
+        finished = self.waiting  # everything asked is answered
         if finished and self.fatal and not self.quitting:
             self.link.close_after_error(self.fatal)
         elif finished and (self.fatal or self.quitting):

@@ -22,7 +22,16 @@ log = logging.getLogger(__name__)
 # client-output-buffer-limit). Large values are queued by reference, so this bounds what a
 # client can ask for (an MGET of a large value many times), not a copy per reply.
 MAX_PENDING_OUTPUT = 512 * 1024 * 1024
-FATAL_LINGER_SECONDS = 1.0  # after a protocol error (see close_after_error)
+LINGER_SECONDS = 1.0  # after a last error reply (see linger_after)
+
+
+def linger_after(transport: asyncio.Transport, error: bytes) -> None:
+    """Write a last error reply, FIN, then let what the client still sends be read and dropped
+    until it hangs up or LINGER_SECONDS pass: closing with its bytes unread would make the
+    kernel reset the connection, which can destroy the replies before they are read."""
+    transport.write(error)
+    transport.write_eof()
+    asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 
 
 class Link:
@@ -93,14 +102,10 @@ class Link:
         self.transport.close()
 
     def close_after_error(self, error: bytes) -> None:
-        """The protocol error, FIN, then bytes the client still sends are read and dropped
-        until it hangs up or FATAL_LINGER_SECONDS pass: closing with them unread would make
-        the kernel reset the connection, which can destroy the replies before they are read."""
-        self.transport.write(error)
-        self.transport.write_eof()
+        """The protocol error, then a lingering close (see linger_after)."""
         self.resume_reading()
         self.closed = True
-        self.loop.call_later(FATAL_LINGER_SECONDS, self.transport.close)
+        linger_after(self.transport, error)
 
     def cut(self, name: str, unanswered: int) -> None:
         """Close now (the worker is stopping), saying what is lost if anything is."""

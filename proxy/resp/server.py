@@ -24,6 +24,7 @@ from proxy.metrics import Recorder, RequestStats
 from proxy.resp import codec as wire
 from proxy.resp.commands import Session
 from proxy.resp.connection import Connection
+from proxy.resp.link import linger_after
 from proxy.resp.pool import MissPool
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,6 @@ MAX_CLIENTS_REPLY = wire.error("ERR max number of clients reached")
 # out of descriptors with its own spare gone): it then closes the listener for good.
 LISTEN_FAILED = "error status in uv_stream_t.listen callback"
 ACCEPT_BACKOFF = 0.5  # seconds before listening again after that
-REFUSED_LINGER_SECONDS = 1.0
 SWEEP_SECONDS = 1.0  # how often silent clients are looked for
 STOP_POLL_SECONDS = 0.05
 
@@ -206,14 +206,13 @@ class _Refused(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's, not a subclass: no isinstance
-        transport.write(MAX_CLIENTS_REPLY)
         if not self.linger:
+            transport.write(MAX_CLIENTS_REPLY)
             transport.close()
             return
-        transport.write_eof()  # FIN after the error; its request is read and discarded
         self.transport = transport
         self.lingering.add(transport)
-        asyncio.get_running_loop().call_later(REFUSED_LINGER_SECONDS, transport.close)
+        linger_after(transport, MAX_CLIENTS_REPLY)  # its request is read and discarded
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
