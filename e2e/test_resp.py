@@ -174,7 +174,9 @@ def test_redis_cli_interactive(proxy, redis_server, key) -> None:
     screen = b""
     prompt = f"127.0.0.1:{proxy.resp_port}> ".encode()
 
-    def wait_for(expected: bytes, since: int) -> None:
+    def wait_for(expected: bytes, since: int) -> int:
+        """Where `expected`, shown at or after `since`, ends on the screen."""
+
         def shown() -> bool:
             nonlocal screen
             if select.select([controller], [], [], 0.05)[0]:
@@ -189,13 +191,16 @@ def test_redis_cli_interactive(proxy, redis_server, key) -> None:
             poll(shown, 10, f"redis-cli to show {expected!r}")
         except AssertionError:
             raise AssertionError(f"redis-cli screen so far: {screen!r}") from None
+        return screen.index(expected, since) + len(expected)
+
+    # linenoise redraws the prompt as it echoes each key, and flushes what is typed before it
+    # goes back to raw mode: a line counts as read only at a prompt drawn after its answer.
+    ready = wait_for(prompt, 0)
 
     def type_and_wait(line: str, expected: bytes) -> None:
-        wait_for(prompt, 0)  # type only at a prompt, as a person would
-        since = len(screen)
+        nonlocal ready
         os.write(controller, line.encode() + b"\r")
-        wait_for(expected, since)
-        wait_for(prompt, since)
+        ready = wait_for(prompt, wait_for(expected, ready))
 
     try:
         type_and_wait(f"GET {key()}", b'"interactive"')
