@@ -37,6 +37,7 @@ def test_absent_key_is_404_json(proxy, key) -> None:
     response = proxy.get(path_for(key("never-set")))
     assert response.status_code == 404
     assert response.json()["error"] == "not_found"
+    assert response.headers["Cache-Status"] == "redis-cache-proxy; fwd=miss"  # not remembered
 
 
 @pytest.mark.parametrize(
@@ -78,12 +79,17 @@ def test_head_returns_length_without_body(proxy, redis_server, key) -> None:
 
 
 @pytest.mark.parametrize("method", ["GET", "HEAD"])
-def test_a_hit_is_answered_exactly_as_the_miss_before_it(proxy, redis_server, key, method) -> None:
+def test_a_hit_is_answered_as_the_miss_before_it_but_for_its_cache_status(
+    proxy, redis_server, key, method
+) -> None:
     redis_server.client.set(key(), b"first")
     miss = requests.request(method, proxy.url + path_for(key()), timeout=10)
     redis_server.client.set(key(), b"second!")  # only a cached answer is 5 bytes long
     hit = requests.request(method, proxy.url + path_for(key()), timeout=10)
     del miss.headers["Date"], hit.headers["Date"]
+    assert miss.headers["Cache-Status"] == "redis-cache-proxy; fwd=miss; stored"
+    assert hit.headers["Cache-Status"] == "redis-cache-proxy; hit"
+    miss.headers["Cache-Status"] = hit.headers["Cache-Status"]
     assert (hit.status_code, hit.headers, hit.content) == (
         miss.status_code,
         miss.headers,
@@ -95,6 +101,7 @@ def test_a_hit_is_answered_exactly_as_the_miss_before_it(proxy, redis_server, ke
 def test_other_methods_are_405(proxy, key) -> None:
     response = requests.post(proxy.url + path_for(key()), timeout=10)
     assert response.status_code == 405
+    assert response.headers["Cache-Status"] == "redis-cache-proxy; fwd=bypass"
 
 
 def test_empty_key_is_400(proxy) -> None:

@@ -129,7 +129,8 @@ def test_logs_startup_masked_hashed_access_and_rate_limited_warnings(
     log = proxy.log()
     assert "redis-cache-proxy starting: REDIS_URL=redis://default:***@" in log
     assert "hunter2" not in log
-    assert re.search(r"GET /get/<key blake2b:[0-9a-f]{16} len=11> status=200 bytes=1 ", log)
+    assert re.search(r"GET /get/<key blake2b:\w{16} len=11> status=200 outcome=miss bytes=1 ", log)
+    assert re.search(r"GET /get/<key blake2b:\w{16} len=5> status=503 outcome=error bytes=", log)
     assert "secret-name" not in log
     warnings = [line for line in log.splitlines() if "backend unavailable" in line]
     assert 1 <= len(warnings) <= 2  # 20 failures, one line per kind per 10 s
@@ -273,7 +274,8 @@ def test_access_durations_run_to_the_last_byte_sent(start_proxy, redis_server, k
     durations = [
         float(found)
         for found in re.findall(
-            r"GET /get/<key [^>]*> status=200 bytes=5242880 duration_ms=([\d.]+)", proxy.log()
+            r"GET /get/<key [^>]*> status=200 outcome=\w+ bytes=5242880 duration_ms=([\d.]+)",
+            proxy.log(),
         )
     ]
     assert len(durations) == 2

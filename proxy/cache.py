@@ -1,34 +1,27 @@
-"""The read-through cache: an LRU + TTL map of Redis strings, and the policy that fills it.
+"""The read-through cache: the policy that fills the map (proxy/entries.py) from Redis.
 
-Two parts, kept apart as cachetools keeps its maps apart from its `cached()` decorator:
-
-* `Entries` is the map: a `TTLCache` (capacity in keys, TTL counted from insertion, LRU by
-  reads) that also holds a byte budget (keys and values), and for an entry whose key Redis
-  will expire, that deadline: it is never served past it. It counts its evictions and
-  expirations. Indexing a key it does not hold raises KeyError, as every cachetools map
-  does, so reading the map can never reach Redis.
-* `ReadThroughCache` owns the map, the one lock around it and the fetches in progress.
-  `peek()` and `peek_run()` index the map under the lock and do nothing else: the event loops
-  call them. `lookup()` indexes it too and, on a miss, joins or leads a fetch of the key with
-  the lock released, so hits never wait behind a miss and concurrent misses on one key share
-  a single fetch (a `_Flight`) and its value or error.
+`ReadThroughCache` owns the map, the one lock around it and the fetches in progress.
+`peek()` and `peek_run()` index the map under the lock and do nothing else: the event loops
+call them. `lookup()` indexes it too and, on a miss, joins or leads a fetch of the key with
+the lock released, so hits never wait behind a miss and concurrent misses on one key share
+a single fetch (a `_Flight`) and its answer or error.
 
 docs/architecture.md ("The cache and its lock") says why the fetch is not in `__missing__`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from cachetools import Cache, TTLCache
+from proxy.entries import ABSENT, CacheStats, Entries
+from proxy.errors import BackendError, BackendTimeout, BackendUnavailable
 
-from proxy.errors import BackendError
+# The failures that mean Redis is down or too slow: a stale value may answer them. Redis
+# refusing the read (WRONGTYPE, ACL, OOM) is an answer, not an outage.
+OUTAGES = (BackendUnavailable, BackendTimeout)
 
 
 class Fetched(NamedTuple):
@@ -43,138 +36,50 @@ class Fetched(NamedTuple):
 Load = Callable[[bytes], tuple["bytes | None", "float | None"]]
 
 
-@dataclass
-class CacheStats:
-    """Counters since start, updated under the cache lock."""
-
-    lookups: int = 0  # reads answered: hits, and lookups that went on to Redis
-    fetches: int = 0  # misses that went to Redis
-    coalesced: int = 0  # misses that waited for another thread's fetch of the same key
-    evictions: int = 0  # entries dropped to make room (least recently read first)
-    too_large: int = 0  # values fetched but not stored: larger than CACHE_MAX_ITEM_BYTES
-    expirations: int = 0  # entries dropped because their TTL ran out
-    fetch_errors: Counter[str] = field(default_factory=Counter)  # by BackendError.kind
-    invalidations: int = 0  # keys Redis said changed (CACHE_INVALIDATION=tracking)
-    negative_hits: int = 0  # reads of a key remembered as absent (CACHE_NEGATIVE_TTL)
-    flushes: int = 0  # "everything changed": FLUSHALL/FLUSHDB, or the invalidation link lost
-
-
 class Read(NamedTuple):
-    """What one lookup found: the value (None if Redis has none) and whether it was cached."""
+    """What one lookup found and how: `value` is None if Redis has none."""
 
     value: bytes | None
-    hit: bool
+    hit: bool  # answered from the map (a value, or a key remembered as absent)
+    stored: bool = False  # fetched and now held, so the next read is a hit
+    collapsed: bool = False  # answered by another request's fetch of the same key
+    stale: bool = False  # Redis failed: the value held past its TTL (CACHE_STALE_IF_ERROR)
 
     @property
     def outcome(self) -> str:
-        """The label metrics count this read under."""
+        """The label metrics and the access log count this read under."""
+        if self.stale:
+            return "stale"
         if self.value is None:
             return "not_found"
         return "hit" if self.hit else "miss"
 
 
-class _Absent(bytes):
-    """The type of ABSENT: told apart from a real (possibly empty) value by identity."""
-
-
-# What the map holds for a key Redis did not have (CACHE_NEGATIVE_TTL): readers that may not
-# answer "absent" themselves (the event loops' peeks) treat it as not cached.
-ABSENT = _Absent()
-
-
-class Entries(TTLCache[bytes, bytes]):
-    """The map: LRU + TTL, capacity in keys and in bytes, TTL from insertion and never
-    extended by reads, and a shorter deadline for an entry Redis will expire sooner."""
-
-    def __init__(
-        self,
-        maxsize: int,
-        ttl: float,
-        timer: Callable[[], float],
-        stats: CacheStats,
-        maxbytes: int | None = None,
-    ) -> None:
-        super().__init__(maxsize=maxsize, ttl=ttl, timer=timer)
-        self.stats = stats
-        self.maxbytes = maxbytes  # keys and values held at most (None: keys alone bound it)
-        self.bytes = 0  # keys and values held now
-        self.absent = 0  # ABSENT entries held now
-        self.deadlines: dict[bytes, float] = {}  # keys Redis expires before the TTL would
-
-    def past_deadline(self, key: bytes) -> bool:
-        """True (and the entry dropped, as expired) if Redis has expired `key` by now. The
-        readers ask only while some entry has a deadline (`deadlines` is not empty), so the
-        common read pays one truth test, not a call."""
-        deadline = self.deadlines.get(key)
-        if deadline is None or self.timer() < deadline:
-            return False
-        del self[key]
-        self.stats.expirations += 1
-        return True
-
-    def store(self, key: bytes, value: bytes, deadline: float | None) -> None:
-        """Hold `value` for CACHE_TTL, or only until `deadline` (the timer's clock) when Redis
-        expires it sooner; least recently read entries go first until both budgets hold."""
-        if key in self:
-            del self[key]
-        size = len(key) + len(value)
-        while self.maxbytes is not None and self.bytes + size > self.maxbytes and len(self):
-            self.popitem()
-        self[key] = value
-        self.bytes += size
-        self.absent += value is ABSENT
-        if deadline is not None:
-            self.deadlines[key] = deadline
-
-    def __delitem__(self, key: bytes) -> None:
-        self._forget(key, Cache.__getitem__(self, key))
-        super().__delitem__(key)
-
-    def _forget(self, key: bytes, value: bytes) -> None:
-        self.bytes -= len(key) + len(value)
-        self.absent -= value is ABSENT
-        self.deadlines.pop(key, None)
-
-    def popitem(self) -> tuple[bytes, bytes]:
-        """Evict the least recently read entry (cachetools calls this when full)."""
-        item = super().popitem()
-        self.stats.evictions += 1
-        return item
-
-    def expire(self, time: float | None = None) -> list[tuple[bytes, bytes]]:
-        """Drop expired entries (cachetools calls this before inserting and when sizing)."""
-        expired = super().expire(time)
-        for key, value in expired:
-            self._forget(key, value)
-        self.stats.expirations += len(expired)
-        return expired
-
-    def clear(self) -> None:
-        super().clear()
-        self.bytes = self.absent = 0
-        self.deadlines.clear()
-
-
 class _Flight:
     """One fetch in progress, shared by every miss on its key until it completes."""
 
-    __slots__ = ("_done", "_error", "_value", "stale")
+    __slots__ = ("_done", "_error", "_read", "stale")
 
     def __init__(self) -> None:
         self._done = threading.Event()
-        self._value: bytes | None = None
+        self._read = Read(None, False)
         self._error: BaseException | None = None
         self.stale = False  # invalidated while fetching: answer the waiters, but do not store
 
-    def finish(self, value: bytes | None, error: BaseException | None) -> None:
-        self._value, self._error = value, error
+    def finish(self, read: Read) -> None:
+        self._read = read
         self._done.set()
 
-    def result(self) -> bytes | None:
+    def fail(self, error: BaseException) -> None:
+        self._error = error
+        self._done.set()
+
+    def result(self) -> Read:
+        """What the fetch answered, as a waiter on it sees it."""
         self._done.wait()
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._read._replace(collapsed=True)
 
 
 class ReadThroughCache:
@@ -190,9 +95,12 @@ class ReadThroughCache:
         maxbytes: int | None = None,
         max_item_bytes: int | None = None,
         negative_ttl: float = 0.0,
+        stale_if_error: float = 0.0,
     ) -> None:
         self.stats = CacheStats()
-        self._entries = Entries(maxsize, ttl, timer, self.stats, maxbytes)
+        self._entries = Entries(
+            maxsize, ttl, timer, self.stats, maxbytes=maxbytes, stale_window=stale_if_error
+        )
         self._max_item_bytes = max_item_bytes  # a larger key + value is served, not stored
         self._negative_ttl = negative_ttl  # how long a key Redis lacks is remembered (0: not)
         self._timer = timer
@@ -225,7 +133,9 @@ class ReadThroughCache:
                 value = entries[key]
             except KeyError:
                 return None
-            if value is ABSENT or (entries.deadlines and entries.past_deadline(key)):
+            if value is ABSENT or (
+                (entries.deadlines or entries.fresh_until) and entries.spoiled(key)
+            ):
                 return None
             self.stats.lookups += 1
         return value
@@ -241,9 +151,9 @@ class ReadThroughCache:
                     values.append(entries[key])
             except KeyError:
                 pass
-            if entries.deadlines or entries.absent:  # the run ends at the first of those
-                for index, key in enumerate(keys[: len(values)]):
-                    if values[index] is ABSENT or entries.past_deadline(key):
+            if entries.deadlines or entries.fresh_until or entries.absent:
+                for index, key in enumerate(keys[: len(values)]):  # the run ends at the first
+                    if values[index] is ABSENT or entries.spoiled(key):
                         del values[index:]
                         break
             self.stats.lookups += len(values)
@@ -263,7 +173,7 @@ class ReadThroughCache:
             except KeyError:
                 pass
             else:
-                if not (entries.deadlines and entries.past_deadline(key)):
+                if not ((entries.deadlines or entries.fresh_until) and entries.spoiled(key)):
                     if value is ABSENT:
                         self.stats.negative_hits += 1
                         return Read(None, True)
@@ -277,86 +187,116 @@ class ReadThroughCache:
                 self.stats.coalesced += 1
                 leader = False
         if leader:
-            return Read(self._fetch(key, flight), False)
-        return Read(flight.result(), False)
+            return self._fetch(key, flight)
+        found = flight.result()
+        if found.stale:
+            with self._lock:
+                self.stats.stale_answers += 1
+        return found
 
-    def _fetch(self, key: bytes, flight: _Flight) -> bytes | None:
-        """Load `key` from Redis for every waiter of `flight`, and store it unless it went
-        stale meanwhile. A key Redis lacks is remembered as absent only for CACHE_NEGATIVE_TTL
-        (off by default), so a later SET shows at once or within that."""
+    def _fetch(self, key: bytes, flight: _Flight) -> Read:
+        """Load `key` from Redis for every waiter of `flight`. What was held for the key is
+        older than this answer, so it goes; the answer is held in its place unless the key
+        changed meanwhile. If Redis is down or too slow, a value held past its TTL for less
+        than CACHE_STALE_IF_ERROR answers instead of the error."""
         started = self._timer()  # Redis's TTL runs from no earlier than this
         try:
             value, ttl = self._load(key)
         except BaseException as exc:
-            # Waiters get this same error; nothing is stored, so the next miss asks again.
+            found = self._failed(key, exc)
+            if found is None:
+                flight.fail(exc)
+                raise
+        else:
             with self._lock:
                 del self._flights[key]
-                if isinstance(exc, BackendError):
-                    self.stats.fetch_errors[exc.kind] += 1
-            flight.finish(None, exc)
-            raise
+                self._entries.discard(key)
+                stored = self._storing and not flight.stale and self._keep(key, value, ttl, started)
+            found = Read(value, False, stored=stored)
+        flight.finish(found)
+        return found
+
+    def _keep(self, key: bytes, value: bytes | None, ttl: float | None, started: float) -> bool:
+        """Hold a fetched answer; whether it was held. A key Redis lacks is remembered as
+        absent only for CACHE_NEGATIVE_TTL (off by default), so a later SET shows at once
+        or within that."""
+        if value is not None:
+            return self._store(key, value, None if ttl is None else started + ttl)
+        if self._negative_ttl:
+            return self._store(key, ABSENT, started + self._negative_ttl)
+        return False
+
+    def _failed(self, key: bytes, exc: BaseException) -> Read | None:
+        """After a failed fetch: the stale answer to give instead of `exc`, if any. Nothing
+        new is stored, so the next miss asks Redis again."""
         with self._lock:
             del self._flights[key]
-            if self._storing and not flight.stale:
-                if value is not None:
-                    self._store(key, value, None if ttl is None else started + ttl)
-                elif self._negative_ttl:
-                    self._store(key, ABSENT, started + self._negative_ttl)
-        flight.finish(value, None)
-        return value
+            if isinstance(exc, BackendError):
+                self.stats.fetch_errors[exc.kind] += 1
+            if not isinstance(exc, OUTAGES) or not self._entries.stale_window:
+                return None
+            value = self._entries.stale(key)
+            if value is None:
+                return None
+            self.stats.stale_answers += 1
+        return Read(value, False, stale=True)
 
-    def _store(self, key: bytes, value: bytes, deadline: float | None) -> None:
+    def _store(self, key: bytes, value: bytes, deadline: float | None) -> bool:
         """Store a fetched value (a fresh TTL, counted from now) unless it is too large to be
-        worth it or Redis has expired it already; keep Redis's deadline if it comes first."""
+        worth it or Redis has expired it already; keep Redis's deadline if it comes first.
+        Whether it was stored."""
         if self._max_item_bytes is not None and len(key) + len(value) > self._max_item_bytes:
             self.stats.too_large += 1  # served, but it would crowd out everything else
-            return
+            return False
         if deadline is not None:
             now = self._timer()
             if deadline <= now:
-                return  # Redis has expired it by now
-            if deadline >= now + self._entries.ttl:
+                return False  # Redis has expired it by now
+            if deadline >= now + self._entries.fresh_ttl:
                 deadline = None  # the TTL ends first: no deadline to keep
         self._entries.store(key, value, deadline)
+        return True
 
     def invalidate(self, keys: list[bytes]) -> None:
-        """Forget `keys` (they changed in Redis), including values being fetched right now."""
+        """Forget `keys` (they changed in Redis), including values being fetched right now;
+        a forgotten value is never answered again, not even stale."""
         with self._lock:
             for key in keys:
                 self.stats.invalidations += 1
                 flight = self._flights.get(key)
                 if flight is not None:
                     flight.stale = True
-                with contextlib.suppress(KeyError):  # absent, or expired (removed anyway)
-                    del self._entries[key]
+                self._entries.discard(key)
 
     def invalidate_all(self) -> None:
         """Forget everything (the keyspace was flushed)."""
         with self._lock:
-            self._forget_everything()
+            self.stats.flushes += 1
+            self._entries.clear()
+            self._stale_flights()
 
     def suspend(self) -> None:
-        """Invalidations can no longer reach us: forget everything and stop storing, so every
-        read goes to Redis until resume()."""
+        """Invalidations can no longer reach us: stop storing, so every read goes to Redis
+        until resume(). What is held stops being fresh now: it is kept only for
+        CACHE_STALE_IF_ERROR, to answer if Redis fails (without a stale window it is gone)."""
         with self._lock:
             self._storing = False
-            self._forget_everything()
+            self.stats.flushes += 1
+            self._entries.demote()
+            self._stale_flights()
 
     def resume(self) -> None:
         """Invalidations flow again: store fetched values again. Fetches already in progress
         started before tracking applied to their connection, so they are not stored."""
         with self._lock:
             self._storing = True
-            for flight in self._flights.values():
-                flight.stale = True
+            self._stale_flights()
 
-    def _forget_everything(self) -> None:
-        self.stats.flushes += 1
-        self._entries.clear()
+    def _stale_flights(self) -> None:
         for flight in self._flights.values():
             flight.stale = True
 
     def size(self) -> int:
-        """Number of live (unexpired) entries."""
+        """Number of entries held (fresh, and stale ones kept for CACHE_STALE_IF_ERROR)."""
         with self._lock:
             return len(self._entries)

@@ -110,6 +110,9 @@ _VARS: dict[str, _Var] = {
     "cache_negative_ttl": _Var(
         "CACHE_NEGATIVE_TTL", "0", "a number of seconds >= 0 (0: off)", _seconds_or_zero
     ),
+    "cache_stale_if_error": _Var(
+        "CACHE_STALE_IF_ERROR", "0", "a number of seconds >= 0 (0: off)", _seconds_or_zero
+    ),
     "cache_maxbytes": _Var(
         "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", _int_between(1, 2**50)
     ),
@@ -152,6 +155,7 @@ class Settings:
     cache_ttl: float
     cache_maxsize: int
     cache_negative_ttl: float
+    cache_stale_if_error: float
     cache_maxbytes: int
     cache_max_item_bytes: int
     max_parallel: int

@@ -22,7 +22,7 @@ from prometheus_client.core import (
 
 LATENCY_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
 LATENCY_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OUTCOMES = ("hit", "miss", "not_found", "error")
+OUTCOMES = ("hit", "miss", "not_found", "stale", "error")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -103,7 +103,7 @@ class ConnectionCounts(Protocol):
 
 
 class CacheCounters(Protocol):
-    """The cache's counters as metrics reads them (proxy.cache.CacheStats)."""
+    """The cache's counters as metrics reads them (proxy.entries.CacheStats)."""
 
     @property
     def fetches(self) -> int: ...
@@ -121,6 +121,8 @@ class CacheCounters(Protocol):
     def too_large(self) -> int: ...
     @property
     def negative_hits(self) -> int: ...
+    @property
+    def stale_answers(self) -> int: ...
     @property
     def fetch_errors(self) -> Mapping[str, int]: ...
 
@@ -216,6 +218,11 @@ class Metrics:
             stats.negative_hits,
         )
         yield CounterMetricFamily(
+            "proxy_cache_stale_answers",
+            "Reads answered with an expired value as Redis failed (CACHE_STALE_IF_ERROR)",
+            stats.stale_answers,
+        )
+        yield CounterMetricFamily(
             "proxy_cache_too_large",
             "Values served but not cached: over CACHE_MAX_ITEM_BYTES",
             stats.too_large,
@@ -224,7 +231,7 @@ class Metrics:
             "proxy_cache_invalidations", "Keys Redis said changed", stats.invalidations
         )
         yield CounterMetricFamily(
-            "proxy_cache_flushes", "Whole-cache clears (FLUSHALL, link lost)", stats.flushes
+            "proxy_cache_flushes", "FLUSHALL/FLUSHDB seen, or the link lost", stats.flushes
         )
         if self.link is not None:
             yield GaugeMetricFamily(

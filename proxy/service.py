@@ -48,6 +48,7 @@ class Service:
             maxbytes=settings.cache_maxbytes,
             max_item_bytes=settings.cache_max_item_bytes,
             negative_ttl=settings.cache_negative_ttl,
+            stale_if_error=settings.cache_stale_if_error,
         )
         invalidator = Invalidator(cache, backend) if tracking else None
         metrics = Metrics(cache, invalidator)

@@ -87,13 +87,15 @@ def test_the_resp_front_end_imports_neither_http_nor_the_root_s_parts(module: st
     assert [m for m in GRAPH[module] if any(under(m, f) for f in forbidden)] == []
 
 
-@pytest.mark.parametrize("leaf", ["proxy.config", "proxy.errors", "proxy.logs", "proxy.metrics"])
+@pytest.mark.parametrize(
+    "leaf", ["proxy.config", "proxy.entries", "proxy.errors", "proxy.logs", "proxy.metrics"]
+)
 def test_leaves_import_no_other_proxy_module(leaf: str) -> None:
     assert GRAPH[leaf] == set()
 
 
 def test_the_cache_knows_no_front_end_and_no_redis_client() -> None:
-    assert GRAPH["proxy.cache"] <= {"proxy.errors"}
+    assert GRAPH["proxy.cache"] <= {"proxy.errors", "proxy.entries"}
 
 
 def test_only_the_worker_imports_the_composition_root() -> None:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from proxy.cache import Fetched, Read, ReadThroughCache
-from proxy.errors import BackendUnavailable
+from proxy.cache import Fetched, Load, Read, ReadThroughCache
+from proxy.errors import BackendError, BackendTimeout, BackendUnavailable, WrongType
 
 DEADLINE = 5.0  # seconds; generous, only reached when the behaviour under test is broken
 
@@ -237,9 +237,9 @@ def test_lookup_counters_tell_hits_from_fetches() -> None:
 
 def test_lookup_says_whether_it_was_a_hit() -> None:
     cache = make_cache(FakeRedis({b"k": b"v"}))
-    assert cache.lookup(b"k") == (b"v", False)
-    assert cache.lookup(b"k") == (b"v", True)
-    assert cache.lookup(b"absent") == (None, False)
+    assert cache.lookup(b"k") == Read(b"v", False, stored=True)
+    assert cache.lookup(b"k") == Read(b"v", True)
+    assert cache.lookup(b"absent") == Read(None, False)
 
 
 def test_evictions_and_expirations_are_counted() -> None:
@@ -298,6 +298,7 @@ def test_peek_makes_a_key_the_most_recently_read() -> None:
 )
 def test_a_read_names_its_outcome(value: bytes | None, hit: bool, outcome: str) -> None:
     assert Read(value, hit).outcome == outcome
+    assert Read(value, hit, stale=True).outcome == "stale"
 
 
 @pytest.mark.parametrize("maxsize", [1, 2, 7])
@@ -387,12 +388,12 @@ def test_an_entry_is_never_served_past_the_ttl_redis_gave_it() -> None:
     redis, timer = FakeRedis({b"k": b"v"}), FakeTimer()
     redis.ttls[b"k"] = 2.0
     cache = make_cache(redis, ttl=10.0, timer=timer)
-    assert cache.lookup(b"k") == Read(b"v", False)
+    assert cache.lookup(b"k") == Read(b"v", False, stored=True)
     timer.now = 1.999
     assert cache.peek(b"k") == b"v"
     timer.now = 2.0
     assert cache.peek(b"k") is None
-    assert cache.lookup(b"k") == Read(b"v", False)  # from Redis again
+    assert cache.lookup(b"k").hit is False  # from Redis again
     assert cache.stats.expirations == 1
 
 
@@ -464,13 +465,13 @@ def test_a_pipelined_run_of_hits_ends_at_a_key_redis_has_expired() -> None:
     assert cache.peek_run([b"a", b"b", b"c"]) == [b"1", b"2", b"3"]
     timer.now = 1.0
     assert cache.peek_run([b"a", b"b", b"c"]) == [b"1"]
-    assert cache.lookup(b"b") == Read(b"2", False)  # fetched again
+    assert cache.lookup(b"b") == Read(b"2", False, stored=True)  # fetched again
 
 
 def test_negative_caching_remembers_an_absent_key_for_its_ttl() -> None:
     redis, timer = FakeRedis({b"present": b"v"}), FakeTimer()
     cache = make_cache(redis, timer=timer, ttl=10.0, negative_ttl=2.0)
-    assert cache.lookup(b"gone") == Read(None, False)
+    assert cache.lookup(b"gone") == Read(None, False, stored=True)
     assert cache.lookup(b"gone") == Read(None, True)  # not asked again
     assert cache.peek(b"gone") is None  # the loops' peeks leave "absent" to lookup
     cache.lookup(b"present")
@@ -478,7 +479,7 @@ def test_negative_caching_remembers_an_absent_key_for_its_ttl() -> None:
     assert (redis.calls[b"gone"], cache.stats.negative_hits) == (1, 1)
     timer.now = 2.0
     redis.data[b"gone"] = b"back"
-    assert cache.lookup(b"gone") == Read(b"back", False)
+    assert cache.lookup(b"gone") == Read(b"back", False, stored=True)
 
 
 def test_an_absent_key_is_not_remembered_by_default_and_counts_toward_capacity() -> None:
@@ -500,4 +501,155 @@ def test_an_invalidation_forgets_an_absent_key_at_once() -> None:
     cache.lookup(b"k")
     redis.data[b"k"] = b"set meanwhile"
     cache.invalidate([b"k"])
-    assert cache.lookup(b"k") == Read(b"set meanwhile", False)
+    assert cache.lookup(b"k") == Read(b"set meanwhile", False, stored=True)
+
+
+class FailingRedis(FakeRedis):
+    """A FakeRedis that raises `failure` instead of answering while it is set."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(data)
+        self.failure: BackendError | None = None
+
+    def __call__(self, key: bytes) -> Fetched:
+        if self.failure is not None:
+            self.calls[key] = self.calls.get(key, 0) + 1
+            raise self.failure
+        return super().__call__(key)
+
+
+def stale_cache(redis: Load, timer: FakeTimer, **options: Any) -> ReadThroughCache:
+    """TTL 10 s, stale for 5 s more if Redis fails."""
+    return make_cache(redis, ttl=10.0, timer=timer, stale_if_error=5.0, **options)
+
+
+@pytest.mark.parametrize("failure", [BackendUnavailable("down"), BackendTimeout("slow")])
+def test_an_expired_value_answers_while_redis_fails_inside_the_stale_window(
+    failure: BackendError,
+) -> None:
+    redis, timer = FailingRedis({b"k": b"v"}), FakeTimer()
+    cache = stale_cache(redis, timer)
+    cache.lookup(b"k")
+    timer.now = 10.0
+    assert cache.peek(b"k") is None  # expired: the loops never answer it
+    redis.failure = failure
+    assert cache.lookup(b"k") == Read(b"v", False, stale=True)
+    timer.now = 14.999
+    assert cache.lookup(b"k") == Read(b"v", False, stale=True)
+    timer.now = 15.0
+    with pytest.raises(type(failure)):
+        cache.lookup(b"k")
+    assert (cache.stats.stale_answers, redis.calls[b"k"]) == (2, 4)
+
+
+def advance(seconds: float) -> Callable[[ReadThroughCache, FakeTimer], None]:
+    return lambda cache, timer: setattr(timer, "now", seconds)
+
+
+# What leaves an expired (or dropped) value that must not answer stale: the stale window, the
+# Redis TTL read with the value, what happens after the read, and how Redis then fails.
+NEVER_STALE: dict[str, tuple[float, float | None, Callable[..., None], BackendError]] = {
+    "without a window": (0.0, None, advance(10.0), BackendUnavailable("down")),
+    "on a refusal": (5.0, None, advance(11.0), WrongType("the key holds a list")),
+    "after an invalidation": (5.0, None, lambda c, t: c.invalidate([b"k"]), BackendTimeout("")),
+    "after a flush": (5.0, None, lambda c, t: c.invalidate_all(), BackendUnavailable("down")),
+    "after Redis's expiry": (5.0, 2.0, advance(2.0), BackendUnavailable("down")),
+}
+
+
+@pytest.mark.parametrize("case", NEVER_STALE.values(), ids=NEVER_STALE.keys())
+def test_a_value_is_never_answered_stale(
+    case: tuple[float, float | None, Callable[..., None], BackendError],
+) -> None:
+    window, redis_ttl, then, failure = case
+    redis, timer = FailingRedis({b"k": b"v"}), FakeTimer()
+    if redis_ttl is not None:
+        redis.ttls[b"k"] = redis_ttl
+    cache = make_cache(redis, ttl=10.0, timer=timer, stale_if_error=window)
+    cache.lookup(b"k")
+    then(cache, timer)
+    redis.failure = failure
+    with pytest.raises(type(failure)):
+        cache.lookup(b"k")
+    assert cache.stats.stale_answers == 0
+
+
+def test_a_stale_entry_counts_toward_both_budgets_until_its_window_ends() -> None:
+    redis, timer = FakeRedis({b"a": b"1", b"b": b"2", b"c": b"3"}), FakeTimer()
+    cache = stale_cache(redis, timer, maxsize=2, maxbytes=100)
+    cache.lookup(b"a")
+    timer.now = 12.0  # a is stale
+    cache.lookup(b"b")
+    assert (cache.size(), cache.held_bytes()) == (2, 4)
+    cache.lookup(b"c")  # room is made by evicting a, the least recently read
+    assert cache.stats.evictions == 1
+    timer.now = 30.0
+    assert (cache.size(), cache.held_bytes()) == (0, 0)
+
+
+def test_a_successful_fetch_replaces_what_would_have_been_answered_stale() -> None:
+    redis, timer = FailingRedis({b"k": b"old"}), FakeTimer()
+    cache = stale_cache(redis, timer, max_item_bytes=10)
+    cache.lookup(b"k")
+    timer.now = 10.0
+    redis.data[b"k"] = b"too large to hold"
+    assert cache.lookup(b"k") == Read(b"too large to hold", False)
+    redis.failure = BackendUnavailable("down")
+    with pytest.raises(BackendUnavailable):  # "old" is gone: it is older than what Redis said
+        cache.lookup(b"k")
+
+
+def test_a_lost_invalidation_link_leaves_values_only_to_answer_an_outage() -> None:
+    redis, timer = FailingRedis({b"k": b"v", b"other": b"o"}), FakeTimer()
+    cache = stale_cache(redis, timer, negative_ttl=5.0)
+    cache.lookup(b"k")
+    cache.lookup(b"gone")
+    timer.now = 1.0
+    cache.suspend()
+    assert (cache.peek(b"k"), cache.size()) == (None, 1)  # the absent key is forgotten
+    redis.failure = BackendUnavailable("down")
+    assert cache.lookup(b"k") == Read(b"v", False, stale=True)  # stale since the link went
+    with pytest.raises(BackendUnavailable):
+        cache.lookup(b"gone")
+    timer.now = 5.999
+    assert cache.lookup(b"k").stale
+    timer.now = 6.0
+    with pytest.raises(BackendUnavailable):
+        cache.lookup(b"k")
+
+
+def two_readers_of_one_fetch(cache: ReadThroughCache, fetch: BlockingFetch) -> list[Read]:
+    """What two concurrent lookups of one key get: one leads the fetch, one waits on it."""
+    answers: list[Read] = []
+    threads = [threading.Thread(target=lambda: answers.append(cache.lookup(b"k"))) for _ in "ab"]
+    for thread in threads:
+        thread.start()
+    wait_until(lambda: cache.stats.coalesced == 1)
+    fetch.release.set()
+    for thread in threads:
+        thread.join(DEADLINE)
+    return answers
+
+
+def test_waiters_on_a_failing_fetch_get_the_stale_answer_too() -> None:
+    fetch, timer = BlockingFetch(b"v"), FakeTimer()
+    fetch.release.set()
+    cache = stale_cache(fetch, timer)
+    cache.lookup(b"k")
+    timer.now = 11.0
+    fetch.release.clear()
+    fetch.result = BackendUnavailable("down")
+    assert sorted(two_readers_of_one_fetch(cache, fetch)) == [
+        Read(b"v", False, stale=True),
+        Read(b"v", False, collapsed=True, stale=True),
+    ]
+    assert cache.stats.stale_answers == 2
+
+
+def test_a_waiter_is_told_its_answer_was_collapsed_and_stored() -> None:
+    fetch = BlockingFetch(b"v")
+    cache = make_cache(fetch)
+    assert sorted(two_readers_of_one_fetch(cache, fetch)) == [
+        Read(b"v", False, stored=True),
+        Read(b"v", False, stored=True, collapsed=True),
+    ]

@@ -4,6 +4,7 @@ metrics and the access log, over a real cache whose Redis is a fake."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pytest
 from flask import Flask, request
@@ -12,9 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from proxy import errors
-from proxy.cache import ReadThroughCache
+from proxy.cache import Read, ReadThroughCache
 from proxy.http import create_app
 from proxy.http.app import ERROR_MAP
+from proxy.http.hits import cache_status
 from proxy.http.keys import MAX_KEY_BYTES
 from proxy.metrics import Metrics
 
@@ -49,9 +51,10 @@ def fetch() -> RecordingFetch:
     return RecordingFetch()
 
 
-def make_app(fetch: RecordingFetch, access_log: str = "hashed") -> Flask:
-    """The app as the composition root wires it, over `fetch` instead of Redis."""
-    cache = ReadThroughCache(maxsize=10000, ttl=60, load=fetch.get)
+def make_app(fetch: RecordingFetch, access_log: str = "hashed", **options: Any) -> Flask:
+    """The app as the composition root wires it, over `fetch` instead of Redis; `options`
+    go to the cache."""
+    cache = ReadThroughCache(maxsize=10000, ttl=60, load=fetch.get, **options)
     metrics = Metrics(cache)
     return create_app(
         cache,
@@ -126,12 +129,14 @@ def test_head_has_length_and_no_body(client: FlaskClient, fetch: RecordingFetch)
 
 
 @pytest.mark.parametrize("method", ["get", "head"])
-def test_a_hit_is_answered_exactly_as_the_miss_before_it(
+def test_a_hit_is_answered_as_the_miss_before_it_but_for_its_cache_status(
     client: FlaskClient, fetch: RecordingFetch, method: str
 ) -> None:
     fetch.data[b"k"] = b"12345"
     miss, hit = (getattr(client, method)("/get/k") for _ in range(2))
     assert fetch.keys == [b"k"]  # fetched once: the second answer came from the cache
+    assert miss.headers["Cache-Status"] == "redis-cache-proxy; fwd=miss; stored"
+    miss.headers["Cache-Status"] = "redis-cache-proxy; hit"
     assert (hit.status, hit.headers.to_wsgi_list(), hit.data) == (
         miss.status,
         miss.headers.to_wsgi_list(),
@@ -214,6 +219,73 @@ def test_unavailable_backend_says_when_to_retry(client: FlaskClient, fetch: Reco
     assert client.get("/get/k").headers["Retry-After"] == "1"
 
 
+CACHE = "redis-cache-proxy"
+
+
+@pytest.mark.parametrize(
+    ("found", "status"),
+    [
+        (Read(b"v", True), f"{CACHE}; hit"),
+        (Read(None, True), f"{CACHE}; hit"),
+        (Read(b"v", False), f"{CACHE}; fwd=miss"),
+        (Read(None, False), f"{CACHE}; fwd=miss"),
+        (Read(b"v", False, stored=True), f"{CACHE}; fwd=miss; stored"),
+        (Read(None, False, stored=True, collapsed=True), f"{CACHE}; fwd=miss; stored; collapsed"),
+        (Read(b"v", False, stale=True), f"{CACHE}; fwd=stale; detail=stale-if-error"),
+        (
+            Read(b"v", False, collapsed=True, stale=True),
+            f"{CACHE}; fwd=stale; collapsed; detail=stale-if-error",
+        ),
+    ],
+)
+def test_cache_status_says_how_a_read_was_answered(found: Read, status: str) -> None:
+    assert cache_status(found) == status
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("GET", "/get/absent", None, 404, f"{CACHE}; fwd=miss"),
+        ("HEAD", "/get/absent", None, 404, f"{CACHE}; fwd=miss"),
+        ("GET", "/get/k", errors.BackendUnavailable("down"), 503, f"{CACHE}; fwd=miss"),
+        ("GET", "/get/k", errors.WrongType("a list"), 409, f"{CACHE}; fwd=miss"),
+        ("GET", "/get/", None, 400, f"{CACHE}; fwd=bypass"),
+        ("GET", "/get/" + "k" * (MAX_KEY_BYTES + 1), None, 414, f"{CACHE}; fwd=bypass"),
+        ("POST", "/get/k", None, 405, f"{CACHE}; fwd=bypass"),
+        ("GET", "/livez", None, 200, None),
+        ("POST", "/livez", None, 405, None),
+    ],
+)
+def test_every_answer_under_get_carries_a_cache_status(
+    client: FlaskClient,
+    fetch: RecordingFetch,
+    case: tuple[str, str, Exception | None, int, str | None],
+) -> None:
+    method, path, fetch.error, status, cache = case
+    response = client.open(path, method=method)
+    assert (response.status_code, response.headers.get("Cache-Status")) == (status, cache)
+
+
+def test_a_key_remembered_as_absent_is_a_404_hit(fetch: RecordingFetch) -> None:
+    client = make_app(fetch, negative_ttl=30).test_client()
+    first, second = client.get("/get/absent"), client.get("/get/absent")
+    assert (first.status_code, first.headers["Cache-Status"]) == (404, f"{CACHE}; fwd=miss; stored")
+    assert (second.status_code, second.headers["Cache-Status"]) == (404, f"{CACHE}; hit")
+    assert fetch.keys == [b"absent"]
+
+
+def test_a_stale_answer_is_a_200_that_says_it_is_stale(fetch: RecordingFetch) -> None:
+    now = [0.0]
+    client = make_app(fetch, timer=lambda: now[0], stale_if_error=30).test_client()
+    fetch.data[b"k"] = b"last known"
+    client.get("/get/k")
+    now[0] = 61.0  # past CACHE_TTL (60 s), inside the stale window
+    fetch.error = errors.BackendTimeout("slow")
+    response = client.get("/get/k")
+    assert (response.status_code, response.data) == (200, b"last known")
+    assert response.headers["Cache-Status"] == f"{CACHE}; fwd=stale; detail=stale-if-error"
+
+
 def _subclasses(cls: type) -> set[type]:
     direct: set[type] = set(cls.__subclasses__())
     return direct.union(*(_subclasses(sub) for sub in direct))
@@ -279,6 +351,25 @@ def access_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "proxy.access"]
 
 
+@pytest.mark.parametrize(
+    "case",
+    [
+        ("GET", "/get/absent", None, "not_found"),
+        ("GET", "/get/k", errors.BackendUnavailable("down"), "error"),
+        ("GET", "/get/", None, "error"),
+        ("POST", "/get/k", None, "-"),
+    ],
+)
+def test_the_access_line_names_the_outcome(
+    client, fetch, caplog, case: tuple[str, str, Exception | None, str]
+) -> None:
+    method, path, fetch.error, outcome = case
+    with caplog.at_level(logging.INFO, logger="proxy.access"):
+        client.open(path, method=method)
+    [line] = access_lines(caplog)
+    assert f" outcome={outcome} " in line
+
+
 def test_access_log_hashes_keys_by_default(client, fetch, caplog) -> None:
     fetch.data[b"private"] = b"12345"
     with caplog.at_level(logging.INFO, logger="proxy.access"):
@@ -286,7 +377,7 @@ def test_access_log_hashes_keys_by_default(client, fetch, caplog) -> None:
         client.get("/livez")
     [line] = access_lines(caplog)
     assert line.startswith("GET /get/<key blake2b:")
-    assert "len=7> status=200 bytes=5 duration_ms=" in line
+    assert "len=7> status=200 outcome=miss bytes=5 duration_ms=" in line
     assert "private" not in line
 
 
@@ -296,8 +387,8 @@ def test_access_log_shows_a_hit_as_it_showed_the_miss(client, fetch, caplog) -> 
         client.get("/get/private")
         client.get("/get/private")
     miss, hit = (line.partition(" duration_ms=")[0] for line in access_lines(caplog))
-    assert hit == miss
-    assert miss.endswith("status=200 bytes=5")
+    assert hit == miss.replace("outcome=miss", "outcome=hit")
+    assert miss.endswith("status=200 outcome=miss bytes=5")
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ def test_request_stats_count_outcomes_and_bucket_latencies() -> None:
     stats.record("miss", 0.002)
     stats.record("error", 99.0)
     outcomes, buckets, seconds = stats.snapshot()
-    assert outcomes == {"hit": 3, "miss": 1, "not_found": 0, "error": 1}
+    assert outcomes == {"hit": 3, "miss": 1, "not_found": 0, "stale": 0, "error": 1}
     assert buckets[0] == 3  # <= 0.1 ms
     assert buckets[LATENCY_BUCKETS.index(0.0025)] == 1
     assert buckets[-1] == 1  # +Inf

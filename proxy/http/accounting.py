@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 # WSGI environ slots the hit path and the view fill in for Accounting.
-OUTCOME = "redis_cache_proxy.outcome"  # hit, miss, not_found or error
+OUTCOME = "redis_cache_proxy.outcome"  # a read's outcome: metrics.OUTCOMES names them
 KEY = "redis_cache_proxy.key"  # the decoded key
 QUIET_PATHS = frozenset(("/livez", "/readyz", "/metrics"))  # probes: no access-log noise
 access = logging.getLogger("proxy.access")
@@ -59,7 +59,7 @@ class Accounting:
 
         body = self.wsgi_app(environ, capture)
         seconds = time.perf_counter() - started
-        outcome = environ.get(OUTCOME)
+        outcome: str | None = environ.get(OUTCOME)
         if outcome is not None:
             self.stats.record(outcome, seconds)
         quiet = environ.get("PATH_INFO") in QUIET_PATHS or not logs_access(self.access_log)
@@ -77,6 +77,7 @@ class Accounting:
                 key=environ.get(KEY),
                 status=code,
                 size=size,
+                outcome=outcome,
             )
             pending = PENDING_LINES.get()
             if pending is None:
@@ -100,11 +101,19 @@ def access_line(
     key: bytes | None,
     status: str,
     size: str,
+    outcome: str | None,
 ) -> Finish:
     """What writes a request's access line once its answer is sent, the duration running from
-    `started` (time.perf_counter())."""
+    `started` (time.perf_counter()). `outcome` is a read's (None for any other request)."""
     line = partial(
-        log_access, access_log, method=method, target=target, key=key, status=status, size=size
+        log_access,
+        access_log,
+        method=method,
+        target=target,
+        key=key,
+        status=status,
+        size=size,
+        outcome=outcome or "-",
     )
     return lambda sent: line(seconds=sent - started)
 
@@ -117,14 +126,16 @@ def log_access(
     key: bytes | None,
     status: str,
     size: str,
+    outcome: str,
     seconds: float,
 ) -> None:
     """The access-log line of one answered request (the caller checks logs_access())."""
     access.info(
-        "%s %s status=%s bytes=%s duration_ms=%.2f",
+        "%s %s status=%s outcome=%s bytes=%s duration_ms=%.2f",
         method,
         _logged_target(access_log, target, key),
         status,
+        outcome,
         size,
         seconds * 1000,
     )

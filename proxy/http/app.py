@@ -23,20 +23,27 @@ from proxy.errors import (
     WrongType,
 )
 from proxy.http.accounting import KEY, OUTCOME, Accounting
-from proxy.http.hits import HitPath, value_headers
+from proxy.http.hits import (
+    BYPASS_STATUS,
+    CACHE_STATUS,
+    MISS_STATUS,
+    HitPath,
+    cache_status,
+    value_headers,
+)
 from proxy.http.keys import GET_PREFIX, key_of
 from proxy.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from proxy.metrics import Recorder
 
-# The error map: a typed error -> (HTTP status, short code for the JSON body). Looked up along
-# the exception's MRO, so the most specific row wins.
-ERROR_MAP: dict[type[ProxyError], tuple[int, str]] = {
-    KeyTooLong: (414, "key_too_long"),
-    InvalidKey: (400, "invalid_key"),
-    WrongType: (409, "wrong_type"),
-    BackendTimeout: (504, "backend_timeout"),
-    BackendUnavailable: (503, "backend_unavailable"),
-    BackendError: (502, "backend_error"),
+# The error map: a typed error -> (HTTP status, short code for the JSON body, Cache-Status).
+# Looked up along the exception's MRO, so the most specific row wins.
+ERROR_MAP: dict[type[ProxyError], tuple[int, str, str]] = {
+    KeyTooLong: (414, "key_too_long", BYPASS_STATUS),
+    InvalidKey: (400, "invalid_key", BYPASS_STATUS),
+    WrongType: (409, "wrong_type", MISS_STATUS),
+    BackendTimeout: (504, "backend_timeout", MISS_STATUS),
+    BackendUnavailable: (503, "backend_unavailable", MISS_STATUS),
+    BackendError: (502, "backend_error", MISS_STATUS),
 }
 RETRY_AFTER_SECONDS = "1"
 ALLOWED_METHODS = "GET, HEAD"  # on every route; anything else (OPTIONS too) is a 405
@@ -50,22 +57,31 @@ class _AnyPath(BaseConverter):
     part_isolating = False
 
 
-def _error_body(status: int, code: str, detail: str) -> tuple[Response, int]:
+def _error_body(
+    status: int, code: str, detail: str, cache: str | None = None
+) -> tuple[Response, int]:
+    """A JSON error answer; `cache` is its Cache-Status, on /get/ answers."""
     response = jsonify(error=code, detail=detail)
     if status == 503:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    if cache is not None:
+        response.headers[CACHE_STATUS] = cache
     return response, status
 
 
 def _proxy_error(exc: ProxyError) -> tuple[Response, int]:
-    status, code = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
-    return _error_body(status, code, str(exc))
+    status, code, cache = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
+    return _error_body(status, code, str(exc), cache)
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
     status = exc.code or 500
+    on_get = request.path.startswith(GET_PREFIX)  # e.g. a POST to /get/<key>
     response, _ = _error_body(
-        status, exc.name.lower().replace(" ", "_"), exc.description or exc.name
+        status,
+        exc.name.lower().replace(" ", "_"),
+        exc.description or exc.name,
+        BYPASS_STATUS if on_get else None,
     )
     if isinstance(exc, MethodNotAllowed) and exc.valid_methods:  # RFC 9110 requires `Allow`
         response.headers["Allow"] = ", ".join(sorted(exc.valid_methods))  # a stable order
@@ -114,9 +130,10 @@ def create_app(
         key = environ[KEY] if KEY in environ else key_of(environ)
         found = cache.lookup(key)
         environ[OUTCOME] = found.outcome
+        status = cache_status(found)
         if found.value is None:
-            return _error_body(404, "not_found", "no such key in Redis")
-        return Response(found.value, headers=value_headers(found.value))
+            return _error_body(404, "not_found", "no such key in Redis", status)
+        return Response(found.value, headers=value_headers(found.value, status))
 
     @app.get("/livez")
     def livez() -> Response:

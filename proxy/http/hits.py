@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from proxy.cache import ReadThroughCache
+from proxy.cache import Read, ReadThroughCache
 from proxy.errors import ProxyError
 from proxy.http.accounting import KEY, OUTCOME
 from proxy.http.keys import GET_PREFIX, key_of
@@ -21,11 +21,37 @@ if TYPE_CHECKING:
 
 VALUE_TYPE = "application/octet-stream"
 HIT_METHODS = frozenset(("GET", "HEAD"))  # the methods the /get/ route answers
+# RFC 9211 Cache-Status, on every /get/ answer: how the cache handled the read
+# (the README's "HTTP interface" lists every value).
+CACHE_STATUS = "Cache-Status"
+CACHE_NAME = "redis-cache-proxy"
+HIT_STATUS = f"{CACHE_NAME}; hit"  # answered from the cache (a value, or a key known absent)
+MISS_STATUS = f"{CACHE_NAME}; fwd=miss"  # asked Redis, which failed: an error answer
+BYPASS_STATUS = f"{CACHE_NAME}; fwd=bypass"  # never reached the cache: a bad key or method
 
 
-def value_headers(value: bytes) -> list[tuple[str, str]]:
-    """The headers of a 200 answer carrying `value`."""
-    return [("Content-Type", VALUE_TYPE), ("Content-Length", str(len(value)))]
+def cache_status(found: Read) -> str:
+    """The Cache-Status of an answer from `found`: a hit, or forwarded to Redis (a miss, or a
+    stale entry answered because Redis failed), and whether it was stored and collapsed."""
+    if found.hit:
+        return HIT_STATUS
+    params = [CACHE_NAME, "fwd=stale" if found.stale else "fwd=miss"]
+    if found.stored:
+        params.append("stored")
+    if found.collapsed:
+        params.append("collapsed")
+    if found.stale:
+        params.append("detail=stale-if-error")
+    return "; ".join(params)
+
+
+def value_headers(value: bytes, status: str = HIT_STATUS) -> list[tuple[str, str]]:
+    """The headers of a 200 answer carrying `value`, with its Cache-Status."""
+    return [
+        ("Content-Type", VALUE_TYPE),
+        ("Content-Length", str(len(value))),
+        (CACHE_STATUS, status),
+    ]
 
 
 class HitPath:

@@ -21,7 +21,7 @@ from proxy.cache import ReadThroughCache
 from proxy.errors import ProxyError
 from proxy.http.accounting import Finish, access_line, logs_access
 from proxy.http.framing import Canonical
-from proxy.http.hits import VALUE_TYPE
+from proxy.http.hits import CACHE_STATUS, HIT_STATUS, VALUE_TYPE
 from proxy.http.keys import key_from_uri
 from proxy.metrics import Recorder
 
@@ -30,7 +30,8 @@ HEAD_TEMPLATE = (
     + SERVER.encode()
     + b"\r\nDate: %s\r\nConnection: %s\r\nContent-Type: "
     + VALUE_TYPE.encode()
-    + b"\r\nContent-Length: %d\r\n\r\n"
+    + b"\r\nContent-Length: %d\r\n"
+    + f"{CACHE_STATUS}: {HIT_STATUS}\r\n\r\n".encode()
 )
 
 
@@ -75,6 +76,7 @@ class LoopHits:
             key=key,
             status="200",
             size=str(len(value)),
+            outcome="hit",
         )
         return answer, keep_alive, finish
 
