@@ -8,6 +8,8 @@ DOCKER ?= $(shell docker info >/dev/null 2>&1 && echo yes || echo no)
 COMPOSE ?= docker compose
 
 .PHONY: venv run seed test lint format bench clean
+COMPAT := e2e/compat
+NODE_CLIENTS := $(if $(shell command -v npm 2>/dev/null),$(COMPAT)/node_modules/.package-lock.json)
 BENCH_SECONDS ?= 8
 BENCH_ROUNDS ?= 4
 
@@ -37,9 +39,14 @@ run: venv
 seed: venv
 	PYTHONPATH=. $(BIN)/python scripts/seed.py
 
-test: venv
+test: venv $(NODE_CLIENTS)
 	$(BIN)/pytest
 endif
+
+# The npm Redis clients e2e/test_clients.py drives, pinned by their lock file; that test skips
+# them when npm is missing or could not install them.
+$(COMPAT)/node_modules/.package-lock.json: $(COMPAT)/package-lock.json
+	-cd $(COMPAT) && npm ci --no-audit --no-fund --loglevel=error
 
 # Needs wrk, redis-benchmark and the anchors (Debian: apt-get install wrk redis-tools varnish
 # webdis nutcracker). Local processes only.
@@ -60,5 +67,5 @@ format: venv
 	$(BIN)/ruff format .
 
 clean:
-	rm -rf $(VENV) .run .pytest_cache .ruff_cache
+	rm -rf $(VENV) .run .pytest_cache .ruff_cache $(COMPAT)/node_modules
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -145,6 +145,37 @@ def test_redis_py_reads_hits_misses_and_mget(server, protocol, parser) -> None:
     assert pool.get_connection().protocol in (protocol, str(protocol))
 
 
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_redis_py_reads_info_and_config_as_from_a_standalone_redis(server, protocol) -> None:
+    client = redis.Redis(port=server.port, protocol=protocol, socket_timeout=DEADLINE)
+    assert client.get("k") == b"v"  # cached now: one key
+    info = client.info()
+    assert info["redis_version"] == "7.2.0"
+    assert (info["loading"], info["role"], info["cluster_enabled"]) == (0, "master", 0)
+    assert info["server_name"] == "redis-cache-proxy"
+    assert (info["connected_clients"], info["maxclients"], info["tcp_port"]) == (1, 50, server.port)
+    assert (info["keyspace_misses"], info["maxmemory_policy"]) == (1, "allkeys-lru")
+    assert info["db0"] == {"keys": 1, "expires": 1, "avg_ttl": 0}
+    assert set(client.info("clients")) == {"connected_clients", "maxclients", "blocked_clients"}
+    assert client.config_get("max*") == {
+        "maxclients": "50",
+        "maxmemory": "0",
+        "maxmemory-policy": "allkeys-lru",
+    }
+
+
+def test_client_info_describes_the_connection_as_redis_does(server) -> None:
+    client = redis.Redis(port=server.port, protocol=3, socket_timeout=DEADLINE)
+    client.client_setname("reader")
+    client.execute_command("CLIENT SETINFO LIB-NAME", "py")
+    info = client.client_info()
+    assert info["name"] == "reader"
+    assert (info["lib-name"], info["resp"], info["db"], info["user"]) == ("py", "3", 0, "default")
+    assert info["laddr"] == f"127.0.0.1:{server.port}"
+    assert str(info["addr"]).startswith("127.0.0.1:")
+    assert info["id"] == client.client_id()
+
+
 def test_unknown_command_is_an_error_and_the_connection_stays(server) -> None:
     raw = Raw(server.port).send(b"SET a b\r\nPING\r\n")
     raw.expect(b"-ERR unknown command 'SET', with args beginning with: 'a' 'b' \r\n+PONG\r\n")
@@ -162,7 +193,21 @@ def test_unknown_command_is_an_error_and_the_connection_stays(server) -> None:
         (b"CLIENT ID\r\n", b":"),
         (b"CLIENT SETINFO LIB-NAME x\r\n", b"+OK\r\n"),
         (b"CLIENT KILL x\r\n", b"-ERR unknown subcommand 'KILL'. Try CLIENT HELP.\r\n"),
-        (b"COMMAND COUNT\r\n", b":11\r\n"),
+        (b"COMMAND COUNT\r\n", b":16\r\n"),
+        (b"INFO nosuchsection\r\n", b"$0\r\n\r\n"),
+        (b"INFO persistence\r\n", wire.bulk(b"# Persistence\r\nloading:0\r\nasync_loading:0\r\n")),
+        (b"CONFIG GET nosuch*\r\n", b"*0\r\n"),
+        (
+            b"CONFIG GET MAXMEMORY-P*\r\n",
+            b"*2\r\n$16\r\nmaxmemory-policy\r\n$11\r\nallkeys-lru\r\n",
+        ),
+        (b"CONFIG SET maxclients 1\r\n", b"-ERR unknown subcommand 'SET'. Try CONFIG HELP.\r\n"),
+        (b"CONFIG GET\r\n", b"-ERR wrong number of arguments for 'config|get'\r\n"),
+        (b"CLUSTER INFO\r\n", b"-ERR This instance has cluster support disabled\r\n"),
+        (b"CLUSTER NODES\r\n", b"-ERR This instance has cluster support disabled\r\n"),
+        (b"READONLY\r\n", b"-ERR This instance has cluster support disabled\r\n"),
+        (b"READWRITE\r\n", b"-ERR This instance has cluster support disabled\r\n"),
+        (wire.request([b"CLIENT", b"SETINFO", b"LIB-VER", b"a b"]), b"-ERR LIB-VER cannot contain"),
         (b"COMMAND DOCS\r\n", b"*0\r\n"),
         (b"PING hello\r\n", b"$5\r\nhello\r\n"),
         (b"RESET\r\n", b"+RESET\r\n"),

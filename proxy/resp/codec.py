@@ -265,6 +265,13 @@ def bulk_or_null(value: bytes | None, protocol: int) -> Pieces:
     return [null(protocol)] if value is None else bulk_pieces(value)
 
 
+def verbatim(text: bytes, protocol: int) -> bytes:
+    """Text for a person (INFO, CLIENT INFO): RESP3's verbatim string, or RESP2's bulk."""
+    if protocol == 3:
+        return b"=%d\r\ntxt:%s\r\n" % (len(text) + 4, text)
+    return bulk(text)
+
+
 def array(items: list[bytes]) -> bytes:
     """An array of already-encoded replies."""
     return b"*%d\r\n" % len(items) + b"".join(items)

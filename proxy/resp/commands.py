@@ -15,27 +15,10 @@ from typing import Any, Generic, TypeVar
 from proxy.cache import Read, ReadThroughCache
 from proxy.errors import WrongType
 from proxy.resp import codec as wire
+from proxy.resp import handshake
+from proxy.resp.session import Session
 
-SERVER_NAME = b"redis-cache-proxy"
-SERVER_VERSION = b"0.1.0"
-OK = wire.simple("OK")
-AUTH_REFUSED = wire.error(
-    "ERR AUTH is not supported: redis-cache-proxy has no users or passwords; "
-    "connect without credentials"
-)
-BAD_CLIENT_NAME = wire.error(
-    "ERR Client names cannot contain spaces, newlines or special characters."
-)
 T = TypeVar("T")
-
-
-@dataclass
-class Session:
-    """The per-connection state commands may read and change."""
-
-    id: int
-    protocol: int = 2  # until HELLO 3
-    name: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -130,100 +113,6 @@ def echo(session: Session, args: list[bytes]) -> bytes:
     return wire.bulk(args[0])
 
 
-def hello(session: Session, args: list[bytes]) -> bytes:
-    protocol, name, options = session.protocol, session.name, args
-    if args:
-        version = wire.parse_integer(args[0])
-        if version is None or version < 0:
-            return wire.error("ERR Protocol version is not an integer or out of range")
-        protocol, options = version, args[1:]
-        if protocol not in (2, 3):
-            return wire.error("NOPROTO unsupported protocol version")
-    while options:
-        option = options[0].upper()
-        if option == b"AUTH" and len(options) >= 3:
-            return AUTH_REFUSED
-        if option == b"SETNAME" and len(options) >= 2:
-            if not _valid_name(options[1]):
-                return BAD_CLIENT_NAME
-            name, options = options[1], options[2:]
-            continue
-        shown = options[0].decode(errors="backslashreplace")
-        return wire.error(f"ERR Syntax error in HELLO option '{shown}'")
-    session.protocol, session.name = protocol, name
-    return _server_info(session)
-
-
-def _server_info(session: Session) -> bytes:
-    fields = [
-        (b"server", wire.bulk(SERVER_NAME)),
-        (b"version", wire.bulk(SERVER_VERSION)),
-        (b"proto", wire.integer(session.protocol)),
-        (b"id", wire.integer(session.id)),
-        (b"mode", wire.bulk(b"standalone")),
-        (b"role", wire.bulk(b"master")),
-        (b"modules", wire.array([])),
-    ]
-    return wire.mapping([(wire.bulk(key), value) for key, value in fields], session.protocol)
-
-
-def _valid_name(name: bytes) -> bool:
-    return all(33 <= byte <= 126 for byte in name)
-
-
-def auth(session: Session, args: list[bytes]) -> bytes:
-    return AUTH_REFUSED
-
-
-def client(session: Session, args: list[bytes]) -> bytes:
-    sub = args[0].upper()
-    if sub not in CLIENT_SUBCOMMANDS:
-        shown = args[0].decode(errors="backslashreplace")
-        return wire.error(f"ERR unknown subcommand '{shown}'. Try CLIENT HELP.")
-    arity, handler = CLIENT_SUBCOMMANDS[sub]
-    if len(args) - 1 != arity:
-        return wire.error(f"ERR wrong number of arguments for 'client|{sub.lower().decode()}'")
-    return handler(session, args[1:])
-
-
-def client_setinfo(session: Session, args: list[bytes]) -> bytes:
-    if args[0].upper() not in (b"LIB-NAME", b"LIB-VER"):
-        return wire.error(f"ERR Unrecognized option '{args[0].decode(errors='replace')}'")
-    return OK
-
-
-def client_setname(session: Session, args: list[bytes]) -> bytes:
-    if not _valid_name(args[0]):
-        return BAD_CLIENT_NAME
-    session.name = args[0] or None
-    return OK
-
-
-def client_getname(session: Session, args: list[bytes]) -> bytes:
-    return wire.null(session.protocol) if session.name is None else wire.bulk(session.name)
-
-
-def client_id(session: Session, args: list[bytes]) -> bytes:
-    return wire.integer(session.id)
-
-
-CLIENT_SUBCOMMANDS: dict[bytes, tuple[int, Callable[[Session, list[bytes]], bytes]]] = {
-    b"SETINFO": (2, client_setinfo),
-    b"SETNAME": (1, client_setname),
-    b"GETNAME": (0, client_getname),
-    b"ID": (0, client_id),
-}
-
-
-def select(session: Session, args: list[bytes]) -> bytes:
-    index = wire.parse_integer(args[0])
-    if index is None:
-        return wire.error("ERR value is not an integer or out of range")
-    if index != 0:
-        return wire.error("ERR DB index is out of range (the proxy serves one database as 0)")
-    return OK
-
-
 def command(session: Session, args: list[bytes]) -> bytes:
     if not args:
         return wire.array([_command_info(name) for name in COMMANDS])
@@ -255,7 +144,7 @@ def _command_info(name: bytes) -> bytes:
 
 
 def quit_(session: Session, args: list[bytes]) -> Close:
-    return Close(OK)
+    return Close(handshake.OK)
 
 
 def reset(session: Session, args: list[bytes]) -> bytes:
@@ -280,10 +169,15 @@ COMMANDS: dict[bytes, Spec] = {
     b"mget": Spec(mget, 1, MANY, ("readonly", "fast"), (1, -1, 1)),
     b"ping": Spec(ping, 0, 1, ("fast",)),
     b"echo": Spec(echo, 1, 1, ("fast",)),
-    b"hello": Spec(hello, 0, MANY, ("noscript", "loading", "stale", "fast", "no_auth")),
-    b"auth": Spec(auth, 1, 2, ("noscript", "loading", "stale", "fast", "no_auth")),
-    b"client": Spec(client, 1, MANY, ("noscript", "loading", "stale")),
-    b"select": Spec(select, 1, 1, ("loading", "stale", "fast")),
+    b"hello": Spec(handshake.hello, 0, MANY, ("noscript", "loading", "stale", "fast", "no_auth")),
+    b"auth": Spec(handshake.auth, 1, 2, ("noscript", "loading", "stale", "fast", "no_auth")),
+    b"client": Spec(handshake.client, 1, MANY, ("noscript", "loading", "stale")),
+    b"select": Spec(handshake.select, 1, 1, ("loading", "stale", "fast")),
+    b"info": Spec(handshake.info, 0, MANY, ("loading", "stale")),
+    b"config": Spec(handshake.config, 1, MANY, ("admin", "noscript", "loading", "stale")),
+    b"cluster": Spec(handshake.no_cluster, 1, MANY, ()),
+    b"readonly": Spec(handshake.no_cluster, 0, 0, ("loading", "stale", "fast")),
+    b"readwrite": Spec(handshake.no_cluster, 0, 0, ("loading", "stale", "fast")),
     b"command": Spec(command, 0, MANY, ("loading", "stale")),
     b"quit": Spec(quit_, 0, MANY, ("noscript", "loading", "stale", "fast", "no_auth")),
     b"reset": Spec(reset, 0, 0, ("noscript", "loading", "stale", "fast", "no_auth")),

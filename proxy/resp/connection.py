@@ -31,9 +31,10 @@ from proxy.errors import (
 from proxy.metrics import Recorder
 from proxy.resp import codec as wire
 from proxy.resp import commands
-from proxy.resp.commands import Close, Deferred, Result, Session
+from proxy.resp.commands import Close, Deferred, Result
 from proxy.resp.link import Link
 from proxy.resp.pool import MissPool
+from proxy.resp.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,14 @@ ERROR_MAP: dict[type[ProxyError], str] = {
 def error_reply(exc: ProxyError) -> bytes:
     template = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
     return wire.error(template.format(exc))
+
+
+def address(name: Any) -> str:
+    """A socket's address as Redis shows it (host:port; an IPv6 host bracketed)."""
+    if not isinstance(name, tuple) or len(name) < 2:
+        return str(name or "")
+    host, port = name[0], name[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def queued(command: list[bytes]) -> Queued:
@@ -103,6 +112,8 @@ class Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transport: an asyncio.Transport in all but name (not a subclass)
         self.link = Link(cast(asyncio.Transport, transport), self.dropped)
+        self.session.peer = address(transport.get_extra_info("peername"))
+        self.session.local = address(transport.get_extra_info("sockname"))
         self.clients.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:

@@ -9,8 +9,8 @@ connection always come back in request order (pipelining).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -22,10 +22,10 @@ from proxy.cache import ReadThroughCache
 from proxy.logs import RateLimitedLog
 from proxy.metrics import Recorder, RequestStats
 from proxy.resp import codec as wire
-from proxy.resp.commands import Session
 from proxy.resp.connection import Connection
 from proxy.resp.link import linger_after
 from proxy.resp.pool import MissPool
+from proxy.resp.session import Session
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ class RespServer:
         self.dropped: Counter[str] = Counter()  # clients disconnected by the proxy, by reason
         self.connections: set[Connection] = set()
         self.refusing: set[asyncio.BaseTransport] = set()  # refused, lingering to be read
-        self._ids = itertools.count(1)
+        self.accepted = 0  # clients accepted since start; also the last session's id
+        self.started_at = time.monotonic()
         # uvloop: libuv's C event loop, for the per-GET cost of the loop itself
         # (docs/performance.md compares it with asyncio's own).
         self._loop: asyncio.AbstractEventLoop = uvloop.new_event_loop()
@@ -86,6 +87,39 @@ class RespServer:
     def clients(self) -> int:
         """Connected RESP clients (for the limit and for metrics)."""
         return len(self.connections)
+
+    def info_fields(self) -> dict[str, int | str]:
+        """INFO's live fields (a ServerView): the cache's figures are the whole cache's, HTTP
+        reads included."""
+        stats = self.cache.stats
+        uptime = int(time.monotonic() - self.started_at)
+        return {
+            "process_id": os.getpid(),
+            "tcp_port": self.port,
+            "uptime_in_seconds": uptime,
+            "uptime_in_days": uptime // 86400,
+            "connected_clients": self.clients,
+            "maxclients": self.max_connections,
+            "used_memory": self.cache.held_bytes(),  # keys and values cached
+            "maxmemory": self.cache.byte_capacity or 0,
+            "total_connections_received": self.accepted,
+            "rejected_connections": self.refused,
+            "keyspace_hits": stats.lookups - stats.fetches - stats.coalesced,
+            "keyspace_misses": stats.fetches + stats.coalesced,
+            "evicted_keys": stats.evictions,
+            "expired_keys": stats.expirations,
+            "keys": self.cache.size(),
+        }
+
+    def config(self) -> dict[str, str]:
+        """CONFIG GET's parameters that come from the settings (a ServerView)."""
+        return {
+            "maxclients": str(self.max_connections),
+            "maxmemory": str(self.cache.byte_capacity or 0),
+            "timeout": str(int(self.idle_timeout)),
+            "port": str(self.port),
+            "bind": self.host,
+        }
 
     def start(self) -> RespServer:
         """Listen and serve in the background; raises if the port cannot be bound."""
@@ -157,7 +191,8 @@ class RespServer:
         if self.clients >= self.max_connections:
             self.refused += 1
             return _Refused(self.refusing, linger=len(self.refusing) < self.max_connections)
-        session = Session(next(self._ids))
+        self.accepted += 1
+        session = Session(self.accepted, self)
         return Connection(
             session,
             self.cache,
