@@ -45,10 +45,12 @@ def test_with_tracking_expire_persist_and_expiry_reach_the_proxy(
 ) -> None:
     proxy = start_proxy(redis_server, cache_invalidation="tracking", cache_ttl=60)
     poll(lambda: proxy.metric("proxy_invalidation_link_up") == 1, 5, "the invalidation link")
-    redis_server.client.set(key(), b"v")
 
     def invalidations() -> float:
         return float(proxy.metric("proxy_cache_invalidations_total"))
+
+    redis_server.client.set(key(), b"v")
+    poll(lambda: invalidations() == 1, 5, "the SET's own report")  # BCAST reports every write
 
     def read() -> None:
         assert proxy.get(f"/get/{key()}").content == b"v"

@@ -11,7 +11,7 @@ from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import Connection, ConnectionInterface
+from redis.connection import ConnectionInterface
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -44,24 +44,26 @@ def redis_errors_as_typed(timeout: float) -> Iterator[None]:
     except ConnectionError as exc:
         raise BackendUnavailable("cannot reach Redis") from exc
     except ResponseError as exc:
-        code = str(exc).split(" ", 1)[0]
+        code = error_code(exc)
         if code == "WRONGTYPE":
             raise WrongType("the key holds a non-string value; only strings can be read") from exc
         raise BackendRejected(f"Redis refused the command ({code})") from exc
 
 
+def error_code(exc: ResponseError) -> str:
+    """The code Redis put first in its error line (ERR, WRONGTYPE, NOPERM, OOM...): redis-py
+    strips the codes it has a class for and keeps them as `status_code`."""
+    code = getattr(exc, "status_code", None)
+    return str(code) if code else (str(exc).split(" ", 1)[0] or "ERR")
+
+
 class Backend:
-    """One backing Redis, read with GET; failures become the proxy's typed errors.
+    """One backing Redis, read with GET; failures become the proxy's typed errors. Its pooled
+    connections carry no tracking state (proxy/invalidation.py says why)."""
 
-    With `track_reads`, every pooled connection enables CLIENT TRACKING as it connects,
-    redirecting invalidations to the connection set by track_reads_for().
-    """
-
-    def __init__(self, url: str, timeout: float, track_reads: bool = False) -> None:
+    def __init__(self, url: str, timeout: float) -> None:
         self.url = url
         self.timeout = timeout
-        self._redirect: int | None = None
-        tracking = {"redis_connect_func": self._connect_tracked} if track_reads else {}
         self._client = redis.Redis.from_url(
             url,
             socket_timeout=timeout,
@@ -73,7 +75,6 @@ class Backend:
             # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
             protocol=2,
             client_name="redis-cache-proxy",
-            **tracking,
         )
         self._warnings = RateLimitedLog(log)
 
@@ -103,21 +104,6 @@ class Backend:
         with redis_errors_as_typed(self.timeout):
             self._client.ping()
 
-    def track_reads_for(self, client_id: int) -> None:
-        """Send invalidations for the keys read from now on to connection `client_id`.
-
-        Every pooled connection is dropped, so each reconnects with tracking aimed there.
-        """
-        self._redirect = client_id
-        self._client.connection_pool.disconnect()
-
-    def _connect_tracked(self, connection: Connection) -> None:
-        connection.on_connect()  # what redis-py would have done: AUTH, SELECT, SETNAME
-        if self._redirect is not None:
-            connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", self._redirect)
-            if connection.read_response() != b"OK":
-                raise ConnectionError("CLIENT TRACKING was not enabled")
-
     def close(self) -> None:
         """Drop every pooled connection."""
         self._client.close()
@@ -135,9 +121,11 @@ IDLE_PING_SECONDS = 1.0
 
 
 class InvalidationLink:
-    """The connection Redis sends invalidation messages to (the tracking REDIRECT target).
+    """The one connection that holds the proxy's tracking state and hears its invalidations.
 
-    RESP2 pub/sub on `__redis__:invalidate`, which works on Redis 6 and later. It PINGs when
+    It turns on `CLIENT TRACKING ... BCAST` redirected to itself, then subscribes to
+    `__redis__:invalidate` (RESP2 pub/sub, Redis 6 and later): Redis then reports every key
+    that changes, to this connection, for as long as this connection lives. It PINGs when
     idle, so a Redis that vanished without closing the socket is noticed within
     IDLE_PING_SECONDS + REDIS_TIMEOUT.
     """
@@ -162,6 +150,9 @@ class InvalidationLink:
             connection.connect()
             connection.send_command("CLIENT", "ID")
             client_id = int(connection.read_response())
+            connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST")
+            if connection.read_response() != b"OK":
+                raise ConnectionError("CLIENT TRACKING was not enabled")
             connection.send_command("SUBSCRIBE", INVALIDATION_CHANNEL)
             connection.read_response()
         self._connection, self._last_heard = connection, time.monotonic()

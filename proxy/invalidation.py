@@ -1,11 +1,25 @@
 """CACHE_INVALIDATION=tracking: Redis tells the proxy when a key it cached changes.
 
-Redis server-assisted client-side caching in default (not BCAST) mode: every pooled read
-connection runs `CLIENT TRACKING on REDIRECT <id>` as it connects (Backend), so Redis tracks
-exactly the keys this proxy read, and sends the invalidations to one dedicated connection
-(InvalidationLink) that a background thread reads here. While that link is down nothing can
-reach the cache, so the cache is emptied and stores nothing (every read goes to Redis) until
-the link is back and every pooled connection tracks again.
+Redis tracks on behalf of a *connection*, and forgets silently when that connection closes
+(redis/redis issues 11767 and 13082). So the proxy's tracking state lives on exactly one
+connection, the one a background thread here listens on (InvalidationLink): it runs
+`CLIENT TRACKING on REDIRECT <its own id> BCAST`, so Redis reports every key that changes,
+whichever connection read it, and the pooled read connections track nothing (Redis's idle
+`timeout`, `CLIENT KILL` or a pool recycling them loses nothing). The contract follows:
+
+* while the link is up, every write after it subscribed reaches the cache: the key is dropped,
+  and a fetch of it in flight is answered but not stored;
+* the link closing (a kill, a Redis restart, a network error) or going silent (no answer to
+  its idle PING within REDIS_TIMEOUT) suspends the cache before anything more is stored: what
+  it holds stops being fresh (it answers only an outage, with CACHE_STALE_IF_ERROR; without,
+  it is dropped), reads go to Redis, fetches in flight are not stored;
+* once a new link has subscribed, the cache stores again, but not what fetches begun before
+  that return.
+
+So a value is answered from the cache only while Redis would have reported its change, and
+for a silent partition at most IDLE_PING_SECONDS + REDIS_TIMEOUT after it began. The price of
+BCAST: Redis reports writes to keys the proxy never read too, each costing the thread a
+dictionary miss.
 """
 
 from __future__ import annotations
@@ -26,10 +40,10 @@ MAX_BACKOFF_SECONDS = 2.0
 
 
 class TrackedBackend(Protocol):
+    """Where the link connects: the backing Redis's address and REDIS_TIMEOUT."""
+
     timeout: float
     url: str
-
-    def track_reads_for(self, client_id: int) -> None: ...
 
 
 class Invalidator:
@@ -68,7 +82,6 @@ class Invalidator:
 
     def _connect(self, link: InvalidationLink) -> None:
         client_id = link.open()
-        self.backend.track_reads_for(client_id)
         self.cache.resume()
         self.connected = True
         log.info("invalidation link up (client id %d): caching with CLIENT TRACKING", client_id)
@@ -85,7 +98,7 @@ class Invalidator:
         self.cache.suspend()
         if self.connected:
             self.drops += 1
-            log.warning("invalidation link lost (%s): cache emptied, reading through", error)
+            log.warning("invalidation link lost (%s): cache suspended, reading through", error)
         else:
             log.warning("invalidation link not up (%s): retrying in %.2f s", error, backoff)
         self.connected = False

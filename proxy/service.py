@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 
 from flask import Flask
 
@@ -40,7 +41,7 @@ class Service:
     def build(cls, settings: Settings) -> Service:
         """Every part, wired; nothing runs yet."""
         tracking = settings.cache_invalidation == "tracking"
-        backend = Backend(settings.redis_url, settings.redis_timeout, track_reads=tracking)
+        backend = Backend(settings.redis_url, settings.redis_timeout)
         cache = ReadThroughCache(
             settings.cache_maxsize,
             settings.cache_ttl,
@@ -55,7 +56,7 @@ class Service:
         http_app = create_app(
             cache,
             requests=metrics.requests["http"],
-            check_ready=backend.ping,
+            check_ready=partial(readiness, backend, invalidator),
             exposition=metrics.exposition,
             access_log=settings.access_log,
         )
@@ -95,3 +96,13 @@ class Service:
             self.invalidator.stop()
         self.backend.close()
         log.info("redis-cache-proxy stopped")
+
+
+def readiness(backend: Backend, invalidator: Invalidator | None) -> dict[str, str]:
+    """/readyz: raises the typed error if Redis does not answer PING. Ready otherwise, even
+    while the invalidation link is down (every read then goes to Redis and is right, only
+    slower); the answer says so."""
+    backend.ping()
+    if invalidator is None:
+        return {}
+    return {"invalidation": "up" if invalidator.connected else "down"}

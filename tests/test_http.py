@@ -35,9 +35,10 @@ class RecordingFetch:
             raise self.error
         return self.data.get(key), None
 
-    def ping(self) -> None:
+    def ping(self) -> dict[str, str]:
         if self.error is not None:
             raise self.error
+        return {}
 
 
 def error_code(response: TestResponse) -> str:

@@ -40,7 +40,7 @@ class Paths:
         app = create_app(
             self.cache,
             requests=self.stats,
-            check_ready=lambda: None,
+            check_ready=dict,
             exposition=metrics.exposition,
             access_log="hashed",
         )

@@ -6,7 +6,7 @@ only wires routes, the error map and the two middlewares around Flask.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
@@ -101,12 +101,13 @@ def create_app(
     cache: ReadThroughCache,
     *,
     requests: Recorder,
-    check_ready: Callable[[], None],
+    check_ready: Callable[[], Mapping[str, str]],
     exposition: Callable[[], bytes],
     access_log: str,
 ) -> Flask:
     """The HTTP front end over `cache`. `check_ready` raises BackendError when Redis does not
-    answer; `exposition` renders /metrics; reads are recorded into `requests`."""
+    answer, else returns what /readyz adds to its answer; `exposition` renders /metrics;
+    reads are recorded into `requests`."""
     app = Flask(__name__, static_folder=None)  # no /static route to match on every request
     # OPTIONS is a 405 with `Allow` like any method the proxy does not serve, not Flask's
     # automatic empty 200 (text/html).
@@ -143,10 +144,10 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> Answer:
         try:
-            check_ready()
+            state = check_ready()
         except BackendError as exc:
             return _error_body(503, "not_ready", str(exc))
-        return jsonify(status="ready")
+        return jsonify(status="ready", **state)
 
     @app.get("/metrics")
     def metrics() -> Response:
