@@ -172,6 +172,27 @@ class RedisServer:
         return int(stats.get("cmdstat_get", {}).get("calls", 0))
 
 
+class SentinelServer(RedisServer):
+    """A real Redis Sentinel (`redis-server <conf> --sentinel`) watching one master as
+    `name`, quick to act: down after 1 s, a failover given 5 s."""
+
+    def __init__(self, workdir: Path, master_port: int, name: str = "mymaster") -> None:
+        super().__init__(workdir)
+        self.config = workdir / "sentinel.conf"
+        self.monitor = [
+            f"sentinel monitor {name} 127.0.0.1 {master_port} 2",
+            f"sentinel down-after-milliseconds {name} 1000",
+            f"sentinel failover-timeout {name} 5000",
+        ]
+        self.args = [str(self.config), "--sentinel", "--port", str(self.port)]
+
+    def start(self) -> RedisServer:
+        if not self.config.exists():  # Sentinel rewrites it as it learns: keep that
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            self.config.write_text("\n".join(self.monitor) + "\n")
+        return super().start()
+
+
 class Proxy:
     """The proxy as production runs it: `gunicorn -c gunicorn.conf.py` from the project root
     (`root`: another checkout of the project, for side-by-side comparisons)."""

@@ -11,7 +11,7 @@ from typing import cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import ConnectionInterface
+from redis.connection import ConnectionInterface, SSLConnection, parse_url
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
@@ -19,6 +19,7 @@ from redis.exceptions import (
     TimeoutError,
 )
 from redis.retry import Retry
+from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
 from proxy.errors import (
     BackendError,
@@ -59,24 +60,67 @@ def error_code(exc: ResponseError) -> str:
 
 class Backend:
     """One backing Redis, read with GET; failures become the proxy's typed errors. Its pooled
-    connections carry no tracking state (proxy/invalidation.py says why)."""
+    connections carry no tracking state (proxy/invalidation.py says why).
 
-    def __init__(self, url: str, timeout: float) -> None:
+    With `sentinels`, the Redis is whichever the Sentinels name master of `master`, through
+    redis-py's own Sentinel client (a new connection asks them; REDIS_URL then gives the
+    database, credentials and TLS, not the address).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float,
+        sentinels: tuple[tuple[str, int], ...] = (),
+        master: str = "",
+    ) -> None:
         self.url = url
         self.timeout = timeout
-        self._client = redis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            # One immediate retry on a connection error replaces a pooled socket that went
-            # stale when Redis restarted; timeouts are not retried, so a slow Redis costs
-            # one REDIS_TIMEOUT, and there is no backoff loop (redis-py's default is 10 tries).
-            retry=Retry(NoBackoff(), 1, supported_errors=(ConnectionError,)),
-            # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
-            protocol=2,
-            client_name="redis-cache-proxy",
-        )
+        self.master_name = master
+        waits = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+        self._sentinel = Sentinel(list(sentinels), sentinel_kwargs=waits) if sentinels else None
+        # One immediate retry on a connection error replaces a pooled socket that went stale
+        # when Redis restarted (or a master was replaced); timeouts are not retried, so a slow
+        # Redis costs one REDIS_TIMEOUT, and there is no backoff loop (redis-py's default is
+        # 10 tries).
+        retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
+        self._client = redis.Redis(connection_pool=self.pool("redis-cache-proxy", retry=retry))
         self._warnings = RateLimitedLog(log)
+
+    def pool(self, client_name: str, **options: object) -> redis.ConnectionPool:
+        """A pool of connections to the backing Redis (the master, with Sentinel), named
+        `client_name` in its CLIENT LIST."""
+        # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
+        options.update(protocol=2, client_name=client_name)
+        options.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+        if self._sentinel is None:
+            return redis.ConnectionPool.from_url(self.url, **options)
+        from_url = parse_url(self.url)
+        tls = from_url.pop("connection_class", None) is SSLConnection
+        for address in ("host", "port"):
+            from_url.pop(address, None)
+        return SentinelConnectionPool(
+            self.master_name, self._sentinel, ssl=tls, **from_url, **options
+        )
+
+    def invalidation_link(self) -> InvalidationLink:
+        """A new, unopened link to the master for CACHE_INVALIDATION=tracking."""
+        return InvalidationLink(self.pool("redis-cache-proxy-invalidation"), self.timeout)
+
+    def master(self) -> tuple[str, int] | None:
+        """Where the Sentinels say the master is now (None without Sentinel, or when they
+        name none or do not answer)."""
+        if self._sentinel is None:
+            return None
+        try:
+            return cast(tuple[str, int], self._sentinel.discover_master(self.master_name))
+        except (MasterNotFoundError, ConnectionError, TimeoutError):
+            return None
+
+    def drop_connections(self) -> None:
+        """Close every pooled connection, in use or not: the master changed, and a connection
+        to the old one must not serve another read."""
+        self._client.connection_pool.disconnect(inuse_connections=True)
 
     def get(self, key: bytes) -> tuple[bytes | None, float | None]:
         """The value stored under `key` (None when Redis has no such key) and, if Redis will
@@ -130,15 +174,9 @@ class InvalidationLink:
     IDLE_PING_SECONDS + REDIS_TIMEOUT.
     """
 
-    def __init__(self, url: str, timeout: float) -> None:
+    def __init__(self, pool: redis.ConnectionPool, timeout: float) -> None:
         self.timeout = timeout
-        self._pool = redis.ConnectionPool.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            protocol=2,
-            client_name="redis-cache-proxy-invalidation",
-        )
+        self._pool = pool
         self._connection: ConnectionInterface | None = None
         self._last_heard = 0.0
         self._ping_sent: float | None = None

@@ -79,6 +79,25 @@ def _redis_url(text: str) -> str:
     raise ValueError(text)
 
 
+def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
+    """`host:port[,host:port...]` (IPv6 hosts bracketed); empty: no Sentinel."""
+    found = []
+    for part in filter(None, (piece.strip() for piece in text.split(","))):
+        host, _, port = part.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")
+        number = int(port)
+        if not host or not 1 <= number <= 65535:
+            raise ValueError(text)
+        found.append((_host(host), number))
+    return tuple(found)
+
+
+def _name(text: str) -> str:
+    if any(c.isspace() for c in text):
+        raise ValueError(text)
+    return text
+
+
 @dataclass(frozen=True)
 class _Var:
     env: str
@@ -100,6 +119,12 @@ _VARS: dict[str, _Var] = {
         "a URL like redis://[user:password@]host:port/db (or rediss://, unix://)",
         _redis_url,
         secret=True,
+    ),
+    "redis_sentinels": _Var(
+        "REDIS_SENTINELS", "", "host:port[,host:port...] of Redis Sentinels, or empty", _sentinels
+    ),
+    "redis_sentinel_master": _Var(
+        "REDIS_SENTINEL_MASTER", "", "the master's name as the Sentinels know it", _name
     ),
     "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", _host),
     "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", _int_between(1, 65535)),
@@ -150,6 +175,8 @@ class Settings:
     """Every knob of one proxy instance, validated; see the README's configuration table."""
 
     redis_url: str
+    redis_sentinels: tuple[tuple[str, int], ...]
+    redis_sentinel_master: str
     proxy_host: str
     proxy_port: int
     cache_ttl: float
@@ -195,9 +222,15 @@ class Settings:
             problems.append(
                 f"CACHE_MAX_ITEM_BYTES='{items}': expected at most CACHE_MAXBYTES ({budget})"
             )
+        problems += _sentinel_problems(values)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
+
+    @property
+    def sentinel(self) -> bool:
+        """Is the master found through Sentinel (REDIS_SENTINELS)?"""
+        return bool(self.redis_sentinels)
 
     @classmethod
     def load(cls) -> Settings:
@@ -208,6 +241,9 @@ class Settings:
         """Every setting as VARIABLE=value, for the startup log line; the password masked."""
         shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
         shown["redis_url"] = redact_url(self.redis_url)
+        shown["redis_sentinels"] = ",".join(
+            f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.redis_sentinels
+        )
         return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
 
     @property
@@ -249,6 +285,22 @@ URL_PASSWORDS = (
     (re.compile(r"(//[^/?#@]*?:)[^/?#]*@"), r"\1***@"),
     (re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE), r"\1***"),
 )
+
+
+def _sentinel_problems(values: dict[str, Any]) -> list[str]:
+    """Sentinel settings that contradict each other or REDIS_URL."""
+    sentinels, master = values.get("redis_sentinels"), values.get("redis_sentinel_master")
+    url = values.get("redis_url", "")
+    if sentinels and not master:
+        return ["REDIS_SENTINEL_MASTER='': expected the master's name with REDIS_SENTINELS"]
+    if master and sentinels == ():
+        return [f"REDIS_SENTINELS='': expected the Sentinels to ask for {master!r}"]
+    if sentinels and url.startswith("unix:"):
+        return [
+            f"REDIS_URL='{redact_url(url)}': expected redis:// or rediss:// with REDIS_SENTINELS "
+            "(Sentinel gives TCP addresses)"
+        ]
+    return []
 
 
 def redact_url(url: str) -> str:

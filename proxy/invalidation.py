@@ -30,20 +30,21 @@ from typing import Protocol
 
 from proxy.backend import NOTHING, InvalidationLink
 from proxy.cache import ReadThroughCache
-from proxy.errors import BackendError
+from proxy.errors import BackendError, BackendUnavailable
 
 log = logging.getLogger(__name__)
 
-RECEIVE_WAIT_SECONDS = 0.2  # how often the thread looks at its stop flag
+RECEIVE_WAIT_SECONDS = 0.2  # how often the thread looks at its stop and moved flags
 FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
 
 
 class TrackedBackend(Protocol):
-    """Where the link connects: the backing Redis's address and REDIS_TIMEOUT."""
+    """What the link needs of the backend: a new link to the master."""
 
     timeout: float
-    url: str
+
+    def invalidation_link(self) -> InvalidationLink: ...
 
 
 class Invalidator:
@@ -54,6 +55,7 @@ class Invalidator:
         self.backend = backend
         self.connected = False
         self.drops = 0  # times an established link was lost
+        self._moved = threading.Event()  # the master moved: leave it for the new one
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="invalidation", daemon=True)
         cache.suspend()  # nothing is cached until invalidations can reach us
@@ -68,7 +70,7 @@ class Invalidator:
     def _run(self) -> None:
         backoff = FIRST_BACKOFF_SECONDS
         while not self._stop.is_set():
-            link = InvalidationLink(self.backend.url, self.backend.timeout)
+            link = self.backend.invalidation_link()
             try:
                 self._connect(link)
                 backoff = FIRST_BACKOFF_SECONDS
@@ -80,7 +82,13 @@ class Invalidator:
             self._stop.wait(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
 
+    def master_moved(self) -> None:
+        """Sentinel named another master (proxy/failover.py): it has none of our tracking
+        state, so the link moves to it and the cache is suspended until it is there."""
+        self._moved.set()
+
     def _connect(self, link: InvalidationLink) -> None:
+        self._moved.clear()  # a link opened from now on asks the Sentinels afresh
         client_id = link.open()
         self.cache.resume()
         self.connected = True
@@ -88,6 +96,8 @@ class Invalidator:
 
     def _apply_messages(self, link: InvalidationLink) -> None:
         while not self._stop.is_set():
+            if self._moved.is_set():
+                raise BackendUnavailable("the master moved")
             keys = link.receive(RECEIVE_WAIT_SECONDS)
             if keys is None:
                 self.cache.invalidate_all()  # FLUSHALL / FLUSHDB

@@ -16,6 +16,7 @@ from flask import Flask
 from proxy.backend import Backend
 from proxy.cache import ReadThroughCache
 from proxy.config import Settings
+from proxy.failover import MasterWatch
 from proxy.http import LoopHits, create_app
 from proxy.invalidation import Invalidator
 from proxy.metrics import ConnectionCounts, Metrics
@@ -35,13 +36,19 @@ class Service:
     http_app: Flask
     loop_hits: LoopHits
     invalidator: Invalidator | None = None
+    watch: MasterWatch | None = None
     resp: RespServer | None = None
 
     @classmethod
     def build(cls, settings: Settings) -> Service:
         """Every part, wired; nothing runs yet."""
         tracking = settings.cache_invalidation == "tracking"
-        backend = Backend(settings.redis_url, settings.redis_timeout)
+        backend = Backend(
+            settings.redis_url,
+            settings.redis_timeout,
+            settings.redis_sentinels,
+            settings.redis_sentinel_master,
+        )
         cache = ReadThroughCache(
             settings.cache_maxsize,
             settings.cache_ttl,
@@ -61,7 +68,11 @@ class Service:
             access_log=settings.access_log,
         )
         loop_hits = LoopHits(cache, metrics.requests["http"], settings.access_log)
-        return cls(settings, backend, cache, metrics, http_app, loop_hits, invalidator)
+        watch = None
+        if settings.sentinel:
+            listeners = [invalidator.master_moved] if invalidator is not None else []
+            watch = MasterWatch(backend, listeners)
+        return cls(settings, backend, cache, metrics, http_app, loop_hits, invalidator, watch)
 
     def start(self, http: ConnectionCounts) -> None:
         """Start the invalidation link and the RESP front end; watch both front ends' clients.
@@ -70,6 +81,8 @@ class Service:
         self.metrics.watch_connections("http", http)
         if self.invalidator is not None:
             self.invalidator.start()
+        if self.watch is not None:
+            self.watch.start()
         if self.settings.resp_port:
             self.resp = RespServer(
                 self.cache,
@@ -92,6 +105,8 @@ class Service:
         """After HTTP has drained: let RESP requests finish, then close RESP and Redis."""
         if self.resp is not None:
             self.resp.stop(timeout)
+        if self.watch is not None:
+            self.watch.stop()
         if self.invalidator is not None:
             self.invalidator.stop()
         self.backend.close()

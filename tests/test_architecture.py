@@ -14,6 +14,15 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "proxy"
 FRONT_ENDS = ("proxy.http", "proxy.resp")
+# Modules that import no other proxy module.
+LEAVES = [
+    "proxy.config",
+    "proxy.entries",
+    "proxy.errors",
+    "proxy.failover",
+    "proxy.logs",
+    "proxy.metrics",
+]
 # What a front end may never import: the other front end, and the parts only the root wires.
 HIDDEN_FROM_FRONT_ENDS = ("proxy.service", "proxy.worker", "proxy.backend", "proxy.invalidation")
 
@@ -88,7 +97,8 @@ def test_the_resp_front_end_imports_neither_http_nor_the_root_s_parts(module: st
 
 
 @pytest.mark.parametrize(
-    "leaf", ["proxy.config", "proxy.entries", "proxy.errors", "proxy.logs", "proxy.metrics"]
+    "leaf",
+    LEAVES,
 )
 def test_leaves_import_no_other_proxy_module(leaf: str) -> None:
     assert GRAPH[leaf] == set()

@@ -22,6 +22,8 @@ def test_defaults_when_nothing_is_set() -> None:
     settings = Settings.from_env({})
     assert settings == Settings(
         redis_url="redis://127.0.0.1:6379/0",
+        redis_sentinels=(),
+        redis_sentinel_master="",
         proxy_host="127.0.0.1",
         proxy_port=8080,
         cache_ttl=60.0,
@@ -86,6 +88,9 @@ def test_accepted_redis_urls(url: str) -> None:
         ("CACHE_TTL", "soon"),
         ("CACHE_MAXSIZE", "0"),
         ("CACHE_MAXSIZE", "1.5"),
+        ("REDIS_SENTINELS", "sentinel"),
+        ("REDIS_SENTINELS", "sentinel:0"),
+        ("REDIS_SENTINELS", "a:26379,b:port"),
         ("CACHE_STALE_IF_ERROR", "-1"),
         ("CACHE_STALE_IF_ERROR", "inf"),
         ("CACHE_STALE_IF_ERROR", "a while"),
@@ -181,3 +186,34 @@ def test_descriptors_past_the_hard_limit_are_a_config_error_naming_the_numbers()
 def test_the_negative_ttl_is_at_most_the_ttl() -> None:
     with pytest.raises(ConfigError, match=r"CACHE_NEGATIVE_TTL='20': expected at most CACHE_TTL"):
         Settings.from_env({"CACHE_TTL": "10", "CACHE_NEGATIVE_TTL": "20"})
+
+
+def test_sentinels_are_parsed_ipv6_included() -> None:
+    settings = Settings.from_env(
+        {"REDIS_SENTINELS": "s1:26379, [::1]:26380,", "REDIS_SENTINEL_MASTER": "mymaster"}
+    )
+    assert settings.redis_sentinels == (("s1", 26379), ("::1", 26380))
+    assert (settings.redis_sentinel_master, settings.sentinel) == ("mymaster", True)
+    assert "REDIS_SENTINELS=s1:26379,[::1]:26380" in settings.describe()
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"REDIS_SENTINELS": "s:26379"}, "REDIS_SENTINEL_MASTER='': expected the master's name"),
+        ({"REDIS_SENTINEL_MASTER": "mymaster"}, "REDIS_SENTINELS='': expected the Sentinels"),
+        (
+            {
+                "REDIS_SENTINELS": "s:26379",
+                "REDIS_SENTINEL_MASTER": "m",
+                "REDIS_URL": "unix:///run/redis.sock",
+            },
+            "REDIS_URL='unix:///run/redis.sock': expected redis:// or rediss://",
+        ),
+    ],
+)
+def test_contradictory_sentinel_settings_are_refused(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(env)
+    [reported] = caught.value.problems
+    assert reported.startswith(problem)
