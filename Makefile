@@ -5,7 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DOCKER ?= $(shell docker info >/dev/null 2>&1 && echo yes || echo no)
-COMPOSE ?= docker compose
+# Compose v2 (the `docker compose` plugin) where present, else v1 (`docker-compose`, Debian's).
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 
 .PHONY: venv run seed test lint format bench clean
 COMPAT := e2e/compat
@@ -22,15 +23,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 ifeq ($(DOCKER),yes)
 run:
+	@echo "make: the Docker path, with $(COMPOSE)"
 	$(COMPOSE) up --build redis proxy
 
 # Inside the running proxy container, where REDIS_URL names the compose Redis.
 seed:
 	$(COMPOSE) exec -T proxy python - < scripts/seed.py
 
+# The suite in its container; then the containers, network and images it made are removed.
 test:
+	@echo "make: the Docker path, with $(COMPOSE)"
 	$(COMPOSE) --profile test build e2e
-	$(COMPOSE) --profile test run --rm e2e
+	$(COMPOSE) --profile test run --rm e2e; status=$$?; \
+	  $(COMPOSE) --profile test down --rmi local --remove-orphans; exit $$status
 else
 run: venv
 	scripts/run-local
