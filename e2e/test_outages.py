@@ -28,6 +28,7 @@ def test_redis_down_hits_are_200_and_misses_503_fast(start_proxy, redis_factory)
     assert response.headers["Retry-After"] == "1"
     assert elapsed < 1.0
     assert "Traceback" not in response.text
+    assert proxy.metric("proxy_backend_up") == 0
 
 
 def test_redis_back_misses_work_again_without_restarting_the_proxy(
@@ -64,8 +65,13 @@ def test_stalled_redis_misses_504_after_timeout_and_hits_unaffected(
         miss = proxy.get("/get/cold")
         miss_elapsed = time.monotonic() - started
         ready = proxy.get("/readyz")
+        started = time.monotonic()
+        backend_up = proxy.metric("proxy_backend_up")
+        scrape_elapsed = time.monotonic() - started
     finally:
         redis.client.execute_command("CLIENT", "UNPAUSE")
+    assert backend_up == 0
+    assert scrape_elapsed < 1.0  # a stalled Redis does not hold the scrape
     assert (hit.status_code, hit.content) == (200, b"cached")
     assert hit_elapsed < 0.25
     assert miss.status_code == 504

@@ -5,6 +5,7 @@ Both e2e/ and bench/ import this module; neither owns it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -191,6 +192,61 @@ class SentinelServer(RedisServer):
             self.workdir.mkdir(parents=True, exist_ok=True)
             self.config.write_text("\n".join(self.monitor) + "\n")
         return super().start()
+
+
+class PrometheusServer:
+    """A real Prometheus (`prometheus` from PATH) scraping `targets` every second, with
+    `rule_files` loaded; its data in `workdir`, its HTTP API on a loopback port."""
+
+    def __init__(self, workdir: Path, targets: Sequence[str], rule_files: Sequence[Path]) -> None:
+        self.workdir = workdir
+        self.port = reserve_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            "rule_files": [str(path) for path in rule_files],
+            "scrape_configs": [
+                {"job_name": "redis-cache-proxy", "static_configs": [{"targets": list(targets)}]}
+            ],
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> PrometheusServer:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "prometheus.yml"
+        config.write_text(json.dumps(self.config))  # JSON is YAML
+        command = [
+            "prometheus",
+            f"--config.file={config}",
+            f"--storage.tsdb.path={self.workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        with open(self.workdir / "prometheus.log", "ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        ready_or_stopped(self._answers, self.stop, f"prometheus on port {self.port}")
+        return self
+
+    def _answers(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise ServerExited((self.workdir / "prometheus.log").read_text(errors="replace"))
+        try:
+            return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    def query(self, expr: str) -> list[dict[str, Any]]:
+        """The instant vector (or scalar) `expr` gives now, through the HTTP API."""
+        answer = requests.get(f"{self.url}/api/v1/query", params={"query": expr}, timeout=10)
+        body = answer.json()
+        assert body["status"] == "success", body
+        return list(body["data"]["result"])
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(STOP_DEADLINE)
+        self.process = None
 
 
 class Proxy:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from enum import Enum
 from typing import cast
@@ -31,6 +34,7 @@ from proxy.errors import (
 from proxy.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
 @contextmanager
@@ -86,6 +90,9 @@ class Backend:
         retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
         self._client = redis.Redis(connection_pool=self.pool("redis-cache-proxy", retry=retry))
         self._warnings = RateLimitedLog(log)
+        self._prober = ThreadPoolExecutor(1, thread_name_prefix="redis-probe")
+        self._probe: Future[None] | None = None
+        self._probe_lock = threading.Lock()
 
     def pool(self, client_name: str, **options: object) -> redis.ConnectionPool:
         """A pool of connections to the backing Redis (the master, with Sentinel), named
@@ -148,8 +155,22 @@ class Backend:
         with redis_errors_as_typed(self.timeout):
             self._client.ping()
 
+    def answers(self) -> bool:
+        """Did Redis answer a PING within PROBE_WAIT (a metrics scrape asks)? The PING runs on
+        its own thread, one at a time, so a stalled Redis holds no scrape for REDIS_TIMEOUT."""
+        with self._probe_lock:
+            if self._probe is None or self._probe.done():
+                self._probe = self._prober.submit(self.ping)
+            probe = self._probe
+        try:
+            probe.result(timeout=min(PROBE_WAIT, self.timeout))
+        except (BackendError, FutureTimeout):
+            return False
+        return True
+
     def close(self) -> None:
         """Drop every pooled connection."""
+        self._prober.shutdown(wait=False)
         self._client.close()
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -23,6 +23,8 @@ from prometheus_client.core import (
 LATENCY_BUCKETS: tuple[float, ...] = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01)
 LATENCY_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("hit", "miss", "not_found", "stale", "error")
+# Why a front end disconnects a client: every one is exported from the start, at 0.
+DROP_REASONS = ("request_timeout", "send_timeout", "idle_timeout", "output_limit")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -152,9 +154,15 @@ class LinkState(Protocol):
 class Metrics:
     """The /metrics endpoint's view of one worker."""
 
-    def __init__(self, cache: CacheFigures, link: LinkState | None = None) -> None:
+    def __init__(
+        self,
+        cache: CacheFigures,
+        link: LinkState | None = None,
+        backend_up: Callable[[], bool] | None = None,
+    ) -> None:
         self.cache = cache
         self.link = link
+        self.backend_up = backend_up  # asked at each scrape: does Redis answer PING?
         self.requests: dict[str, Recorder] = {"http": PerThreadStats(), "resp": RequestStats()}
         self.connections: dict[str, ConnectionCounts] = {}
         self.registry = CollectorRegistry()
@@ -190,6 +198,12 @@ class Metrics:
         yield latency
 
     def _cache(self) -> Iterator[Metric]:
+        if self.backend_up is not None:
+            yield GaugeMetricFamily(
+                "proxy_backend_up",
+                "1 if Redis answered PING at this scrape (within 0.5 s)",
+                int(self.backend_up()),
+            )
         stats = self.cache.stats
         yield CounterMetricFamily("proxy_backend_requests", "GETs sent to Redis", stats.fetches)
         errors = CounterMetricFamily(
@@ -258,8 +272,8 @@ class Metrics:
         for protocol, front_end in self.connections.items():
             connected.add_metric([protocol], front_end.clients)
             refused.add_metric([protocol], front_end.refused)
-            for reason, count in sorted(front_end.dropped.items()):
-                dropped.add_metric([protocol, reason], count)
+            for reason in sorted({*DROP_REASONS, *front_end.dropped}):
+                dropped.add_metric([protocol, reason], front_end.dropped.get(reason, 0))
         yield connected
         yield refused
         yield dropped

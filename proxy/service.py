@@ -59,7 +59,7 @@ class Service:
             stale_if_error=settings.cache_stale_if_error,
         )
         invalidator = Invalidator(cache, backend) if tracking else None
-        metrics = Metrics(cache, invalidator)
+        metrics = Metrics(cache, invalidator, backend.answers)
         http_app = create_app(
             cache,
             requests=metrics.requests["http"],

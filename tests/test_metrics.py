@@ -1,10 +1,14 @@
-"""Request stats: one writer per RequestStats, many via PerThreadStats, summed at scrape."""
+"""Request stats (one writer per RequestStats, many via PerThreadStats, summed at scrape), and
+what a scrape asks of Redis."""
 
 from __future__ import annotations
 
 import threading
 
-from proxy.metrics import LATENCY_BUCKETS, PerThreadStats, RequestStats
+import pytest
+
+from proxy.cache import ReadThroughCache
+from proxy.metrics import LATENCY_BUCKETS, Metrics, PerThreadStats, RequestStats
 
 
 def test_request_stats_count_outcomes_and_bucket_latencies() -> None:
@@ -35,3 +39,11 @@ def test_per_thread_stats_lose_nothing_under_concurrent_writers() -> None:
     outcomes, buckets, _ = stats.snapshot()
     assert outcomes["hit"] == 40_000
     assert sum(buckets) == 40_000
+
+
+@pytest.mark.parametrize(("answers", "shown"), [(True, "1.0"), (False, "0.0")])
+def test_backend_up_is_asked_at_each_scrape(answers: bool, shown: str) -> None:
+    cache = ReadThroughCache(maxsize=10, ttl=60, load=lambda key: (None, None))
+    metrics = Metrics(cache, backend_up=lambda: answers)
+    assert f"proxy_backend_up {shown}\n" in metrics.exposition().decode()
+    assert "proxy_backend_up" not in Metrics(cache).exposition().decode()
