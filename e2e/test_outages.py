@@ -136,6 +136,8 @@ def test_with_tracking_a_lost_link_leaves_values_to_answer_only_an_outage(
     )
     poll(lambda: proxy.metric("proxy_invalidation_link_up") == 1, 5, "the invalidation link")
     redis.client.set("cached", b"kept")
+    # BCAST reports the SET too: once heard, it can no longer drop the value read below.
+    poll(lambda: proxy.metric("proxy_cache_invalidations_total") == 1, 5, "the SET's report")
     assert proxy.get("/get/cached").headers["Cache-Status"].endswith("; stored")
     stopped = time.monotonic()
     redis.stop()
