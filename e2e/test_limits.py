@@ -73,11 +73,12 @@ def test_a_low_soft_limit_is_raised_to_the_budget(start_proxy, redis_server) -> 
 
 
 def refused_by_the_kernel(port: int) -> bool:
-    """True if a connection to `port` is refused; False if it was accepted (and answered or
+    """True if a connection to `port` is refused (or reset before it was established: the
+    listener closed with it in the kernel's queue); False if it was accepted (and answered or
     reset)."""
     try:
         sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-    except ConnectionRefusedError:
+    except (ConnectionRefusedError, ConnectionResetError):
         return True
     sock.close()
     return False
