@@ -241,9 +241,7 @@ class Settings:
         """Every setting as VARIABLE=value, for the startup log line; the password masked."""
         shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
         shown["redis_url"] = redact_url(self.redis_url)
-        shown["redis_sentinels"] = ",".join(
-            f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in self.redis_sentinels
-        )
+        shown["redis_sentinels"] = ",".join(host_port(*s) for s in self.redis_sentinels)
         return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
 
     @property
@@ -255,9 +253,8 @@ class Settings:
 
     @property
     def bind(self) -> str:
-        """The listen address in Gunicorn's `bind` syntax (IPv6 literals bracketed)."""
-        host = f"[{self.proxy_host}]" if ":" in self.proxy_host else self.proxy_host
-        return f"{host}:{self.proxy_port}"
+        """The listen address in Gunicorn's `bind` syntax."""
+        return host_port(self.proxy_host, self.proxy_port)
 
 
 def ensure_descriptors(needed: int) -> int:
@@ -285,6 +282,11 @@ URL_PASSWORDS = (
     (re.compile(r"(//[^/?#@]*?:)[^/?#]*@"), r"\1***@"),
     (re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE), r"\1***"),
 )
+
+
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 literal bracketed (as Gunicorn's `bind` and Redis write it)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _sentinel_problems(values: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ from functools import partial
 from typing import Any, cast
 
 from proxy.cache import ReadThroughCache
+from proxy.config import host_port
 from proxy.errors import (
     BackendError,
     BackendTimeout,
@@ -67,8 +68,7 @@ def address(name: Any) -> str:
     """A socket's address as Redis shows it (host:port; an IPv6 host bracketed)."""
     if not isinstance(name, tuple) or len(name) < 2:
         return str(name or "")
-    host, port = name[0], name[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return host_port(name[0], name[1])
 
 
 def queued(command: list[bytes]) -> Queued:

@@ -70,7 +70,7 @@ class RespServer:
         self.dropped: Counter[str] = Counter()  # clients disconnected by the proxy, by reason
         self.connections: set[Connection] = set()
         self.refusing: set[asyncio.BaseTransport] = set()  # refused, lingering to be read
-        self.accepted = 0  # clients accepted since start; also the last session's id
+        self.accepted = 0  # clients accepted since start; also the newest client's id
         self.started_at = time.monotonic()
         # uvloop: libuv's C event loop, for the per-GET cost of the loop itself
         # (docs/performance.md compares it with asyncio's own).
