@@ -91,6 +91,19 @@ class ServerExited(AssertionError):
     """A server process ended while we waited for it; the message is its log."""
 
 
+def start_logged(command: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start `command` with its output appended to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+
+def fail_if_exited(process: subprocess.Popen[bytes] | None, log_path: Path) -> None:
+    """Raise ServerExited, with the log, if `process` has ended."""
+    assert process is not None
+    if process.poll() is not None:
+        raise ServerExited(log_path.read_text(errors="replace"))
+
+
 def self_signed_certificate(directory: Path) -> tuple[Path, Path]:
     """A certificate and key for 127.0.0.1, made with the openssl command."""
     cert, key = directory / "cert.pem", directory / "key.pem"
@@ -142,15 +155,12 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         command = [redis_server_binary(), *self.args, "--bind", "127.0.0.1"]
         command += ["--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
-        with open(self.workdir / "redis.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = start_logged(command, self.workdir / "redis.log")
         ready_or_stopped(self._answers, self.stop, f"redis-server on port {self.port}")
         return self
 
     def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise ServerExited((self.workdir / "redis.log").read_text(errors="replace"))
+        fail_if_exited(self.process, self.workdir / "redis.log")
         try:
             return bool(self.client.ping())
         except redis.ConnectionError:
@@ -221,15 +231,12 @@ class PrometheusServer:
             f"--storage.tsdb.path={self.workdir / 'data'}",
             f"--web.listen-address=127.0.0.1:{self.port}",
         ]
-        with open(self.workdir / "prometheus.log", "ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+        self.process = start_logged(command, self.workdir / "prometheus.log")
         ready_or_stopped(self._answers, self.stop, f"prometheus on port {self.port}")
         return self
 
     def _answers(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise ServerExited((self.workdir / "prometheus.log").read_text(errors="replace"))
+        fail_if_exited(self.process, self.workdir / "prometheus.log")
         try:
             return requests.get(f"{self.url}/-/ready", timeout=2).status_code == 200
         except requests.RequestException:
