@@ -3,6 +3,7 @@
 Start from the project root: `gunicorn -c gunicorn.conf.py`.
 """
 
+import ssl
 import sys
 
 from proxy.config import ConfigError, Settings, ensure_descriptors
@@ -34,3 +35,13 @@ limit_request_line = 8190
 # One proxy needs no gunicornc control socket, and several started from one directory
 # (tests, side-by-side benchmarks) would fight over its path.
 control_socket_disable = True
+
+# TLS on HTTP (TLS_CERT_FILE, TLS_KEY_FILE, TLS_CA_FILE) through Gunicorn's own settings; its
+# ssl_context hook hands Gunicorn the context the RESP front end serves with too.
+if settings.tls:
+    certfile, keyfile = settings.tls_cert_file, settings.tls_key_file
+    if settings.tls_ca_file:
+        ca_certs, cert_reqs = settings.tls_ca_file, ssl.CERT_REQUIRED
+
+    def ssl_context(config: object, default_ssl_context_factory: object) -> ssl.SSLContext | None:
+        return settings.tls_context()

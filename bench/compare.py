@@ -75,7 +75,7 @@ def main(ref: str) -> None:
         proxies: dict[str, Proxy] = {}
         try:
             seed(backing.client)
-            proxies[ref] = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS, other)
+            proxies[ref] = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS, root=other)
             proxies["this tree"] = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
 
             def warm_all() -> None:  # misses evicted the hot keys

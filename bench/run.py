@@ -20,6 +20,7 @@ import dataclasses
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,7 @@ from bench.anchors import (
 from bench.report import Result, write_report
 from bench.resp_ceiling import running_ceiling
 from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
+from harness.certs import make_certificates
 from harness.servers import ROOT, Proxy, RedisServer, reserve_port
 
 SECONDS = float(os.environ.get("BENCH_SECONDS", "8"))
@@ -65,6 +67,13 @@ PROXY_SETTINGS = {
 }
 SEQUENTIAL = {"MAX_PARALLEL": "1"}  # the HTTP hit is reported at the default and at 1
 HIT_SEQUENTIAL = "HTTP hit, MAX_PARALLEL=1"
+# Hits of authenticated clients, beside the open proxy's in the same rounds: the password on
+# both front ends, then TLS on top of it.
+PASSWORD = "bench-password-0123456789"
+SECURED = {"PROXY_PASSWORD": PASSWORD}
+HIT_PASSWORD = "HTTP hit, with a password"
+HIT_TLS = "HTTP hit, TLS and a password"
+RESP_PASSWORD = "RESP hit, with a password"
 
 
 def main() -> int:
@@ -103,18 +112,30 @@ def measure_servers(scratch: Path, backing: RedisServer) -> list[Result]:
     proxy = start(scratch, backing, "gunicorn.conf.py", PROXY_SETTINGS)
     sequential = start(scratch, backing, "gunicorn.conf.py", {**PROXY_SETTINGS, **SEQUENTIAL})
     floor = start(scratch, backing, "bench/floor.conf.py", PROXY_SETTINGS)
+    secured = start(scratch, backing, "gunicorn.conf.py", {**PROXY_SETTINGS, **SECURED})
+    certs = make_certificates(scratch / "certs")
+    tls = {"TLS_CERT_FILE": str(certs.server.cert), "TLS_KEY_FILE": str(certs.server.key)}
+    client_tls = ssl.create_default_context(cafile=str(certs.ca))
+    over_tls = start(
+        scratch,
+        backing,
+        "gunicorn.conf.py",
+        {**PROXY_SETTINGS, **SECURED, **tls},
+        client_tls=client_tls,
+    )
+    servers = (floor, sequential, proxy, secured, over_tls)
     try:
         # The floor answers any key with its constant; a 404 would mean the proxy answering.
         assert floor.get("/get/absent-from-redis").status_code == 200, "the floor is not served"
-        warm(proxy, sequential)
+        warm(proxy, sequential, secured, over_tls)
         with running_anchors(scratch, backing.port) as anchors:
             warm_varnish(anchors.varnish_url)
-            results = http_scenarios(scratch, (proxy, sequential), floor, anchors)
+            results = http_scenarios(scratch, servers[1:], floor, anchors)
             with running_ceiling() as ceiling_port:
-                results += resp_scenarios(proxy, backing, ceiling_port, anchors)
+                results += resp_scenarios((proxy, secured), backing, ceiling_port, anchors)
         results.append(coalescing(proxy, backing))
     finally:
-        for server in (floor, sequential, proxy):
+        for server in servers:
             server.stop()
     return results
 
@@ -124,13 +145,16 @@ def start(
     backing: RedisServer,
     config: str,
     settings: dict[str, str],
+    *,
+    client_tls: ssl.SSLContext | None = None,
     root: Path = ROOT,
 ) -> Proxy:
-    """A proxy (or the floor) over `backing`, from the checkout at `root`, on reserved ports."""
+    """A proxy (or the floor) over `backing`, from the checkout at `root`, on reserved ports
+    (`client_tls`: what its readiness probe trusts, when it serves TLS)."""
     env = {**settings, "REDIS_URL": backing.url, "PROXY_HOST": "127.0.0.1"}
     env |= {"PROXY_PORT": str(reserve_port()), "RESP_PORT": str(reserve_port())}
     log = scratch / f"{Path(config).stem}-{reserve_port()}.log"
-    return Proxy(env, log, config, root).start()
+    return Proxy(env, log, config=config, root=root, tls=client_tls).start()
 
 
 def seed(client: redis.Redis) -> None:
@@ -145,7 +169,12 @@ def seed(client: redis.Redis) -> None:
 def warm(*proxies: Proxy) -> None:
     """Every key the HTTP scenarios read, cached in each of `proxies`."""
     for proxy in proxies:
-        client = redis.Redis(port=proxy.resp_port)
+        client = redis.Redis(
+            port=proxy.resp_port,
+            password=proxy.password or None,
+            ssl=proxy.tls is not None,
+            ssl_cert_reqs="none",
+        )
         for start_at in range(0, HTTP_KEYS, 500):
             client.mget([key_name(i) for i in range(start_at, start_at + 500)])
 
@@ -226,10 +255,19 @@ def wrk_script(scratch: Path, name: str, keys: int, path: str = "/get/key:%012d"
 
 
 def wrk(
-    name: str, url: str, script: Path, connections: int, floor: str | None, *, anchor: bool = False
+    name: str,
+    url: str,
+    script: Path,
+    connections: int,
+    floor: str | None,
+    *,
+    anchor: bool = False,
+    password: str = "",
 ) -> Measure:
     command = ["wrk", f"-t{min(2, connections)}", f"-c{connections}", "--latency"]
     command += ["-s", str(script)]
+    if password:
+        command += ["-H", f"Authorization: Bearer {password}"]
 
     def measure(seconds: int) -> Result:
         out = subprocess.run(
@@ -253,10 +291,11 @@ def _wrk_ms(match: re.Match[str] | None) -> float:
 
 
 def http_scenarios(
-    scratch: Path, proxies: tuple[Proxy, Proxy], floor: Proxy, anchors: Anchors
+    scratch: Path, proxies: tuple[Proxy, ...], floor: Proxy, anchors: Anchors
 ) -> list[Result]:
-    """`proxies`: the proxy as configured, and the same at MAX_PARALLEL=1."""
-    proxy, sequential = proxies
+    """`proxies`: the proxy at MAX_PARALLEL=1, as configured, with a password, and with TLS
+    and a password."""
+    sequential, proxy, secured, over_tls = proxies
     cached = wrk_script(scratch, "cached", HTTP_KEYS)
     spread = wrk_script(scratch, "spread", SPREAD_KEYS)
     on_webdis = wrk_script(scratch, "webdis", HTTP_KEYS, webdis_path("key:%012d"))
@@ -269,6 +308,10 @@ def http_scenarios(
         ]
         if connections == 50:  # where the targets are: what a user would run instead
             measures.append(wrk(HIT_SEQUENTIAL, sequential.url, cached, connections, None))
+            for name, server in ((HIT_PASSWORD, secured), (HIT_TLS, over_tls)):
+                measures.append(
+                    wrk(name, server.url, cached, connections, "HTTP hit", password=PASSWORD)
+                )
             measures.append(
                 wrk(VARNISH, anchors.varnish_url, on_webdis, connections, None, anchor=True)
             )
@@ -291,9 +334,12 @@ def redis_benchmark(
     floor: str | None,
     *,
     role: str = "proxy",
+    password: str = "",
 ) -> Measure:
     command = ["redis-benchmark", "-p", str(port), "-t", "get", "-c", str(connections)]
     command += ["-P", str(pipeline), "-r", str(HOT_KEYS), "--csv"]
+    if password:
+        command += ["-a", password]
     label = f"{name}, pipelined {pipeline}" if pipeline > 1 else name
 
     def run(requests_: int) -> list[str]:
@@ -324,8 +370,10 @@ def redis_benchmark(
 
 
 def resp_scenarios(
-    proxy: Proxy, backing: RedisServer, ceiling_port: int, anchors: Anchors
+    proxies: tuple[Proxy, Proxy], backing: RedisServer, ceiling_port: int, anchors: Anchors
 ) -> list[Result]:
+    """`proxies`: the proxy as configured, and with a password."""
+    proxy, secured = proxies
     results = []
     for pipeline in (1, 16):
         for connections in (1, 50):
@@ -335,6 +383,12 @@ def resp_scenarios(
                 redis_benchmark("RESP hit", proxy.resp_port, connections, pipeline, direct),
             ]
             if connections == 50:  # where the targets are: a RESP proxy, and any Python server
+                hit = "RESP hit" + (f", pipelined {pipeline}" if pipeline > 1 else "")
+                measures.append(
+                    redis_benchmark(
+                        RESP_PASSWORD, secured.resp_port, 50, pipeline, hit, password=PASSWORD
+                    )
+                )
                 measures.append(
                     redis_benchmark(
                         TWEMPROXY,
@@ -350,7 +404,7 @@ def resp_scenarios(
                         CEILING, ceiling_port, connections, pipeline, direct, role="ceiling"
                     )
                 )
-            results += interleaved(measures, lambda: warm(proxy))
+            results += interleaved(measures, partial(warm, *proxies))
     return results
 
 

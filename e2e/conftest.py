@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import ssl
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -55,14 +56,19 @@ def proxy_env(tmp_path: Path) -> Callable[..., dict[str, str]]:
 @pytest.fixture
 def start_proxy(tmp_path: Path, proxy_env: Callable[..., dict[str, str]]) -> Iterator[StartProxy]:
     """Start proxies with chosen settings, e.g. `start_proxy(redis, cache_ttl=1)`, and
-    optionally a (soft, hard) open-files limit; stop all."""
+    optionally a (soft, hard) open-files limit and, with TLS on, the client context its
+    readiness probe uses; stop all."""
     proxies: list[Proxy] = []
 
     def start(
-        redis: RedisServer, open_files: tuple[int, int] | None = None, **settings: object
+        redis: RedisServer,
+        open_files: tuple[int, int] | None = None,
+        client_tls: ssl.SSLContext | None = None,
+        **settings: object,
     ) -> Proxy:
         log_path = tmp_path / f"proxy-{next(_counter)}.log"
-        proxy = Proxy(proxy_env(redis, **settings), log_path, open_files=open_files)
+        env = proxy_env(redis, **settings)
+        proxy = Proxy(env, log_path, open_files=open_files, tls=client_tls)
         proxies.append(proxy)
         return proxy.start()
 

@@ -1,5 +1,5 @@
 """The compose file as Compose renders it from a user's `.env`: every setting reaches the proxy
-as it would locally, but for the four the README lists (the container's own addresses), and
+as it would locally, but for the five the README lists (the container's own addresses), and
 the ports are published where the README says. Needs Compose (v2 or v1), not an engine."""
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ FIXED = {
     "PROXY_HOST": "0.0.0.0",
     "PROXY_PORT": "8080",
     "RESP_PORT": "6380",
+    "PROTECTED_MODE": "no",
 }
 USER_ENV = {
     "REDIS_URL": "redis://10.1.2.3:6379/2",

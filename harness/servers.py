@@ -9,6 +9,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +22,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+from proxy.config import host_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GUNICORN = Path(sys.executable).parent / "gunicorn"
@@ -264,18 +267,26 @@ class Proxy:
         self,
         env: Mapping[str, str],
         log_path: Path,
+        *,
         config: str = "gunicorn.conf.py",
         root: Path = ROOT,
         open_files: tuple[int, int] | None = None,
+        host: str = "127.0.0.1",
+        prefix: Sequence[str] = (),
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.config = config
+        self.host = host  # where it is reached (its PROXY_HOST may be wider)
+        self.prefix = list(prefix)  # e.g. `ip netns exec NAME`
+        self.tls = tls  # the client context the readiness probe and get() use, with TLS on
         self.root = root
         self.open_files = open_files  # (soft, hard) RLIMIT_NOFILE, as `ulimit -n` would set
         self.port = int(env["PROXY_PORT"])
         self.resp_port = int(env.get("RESP_PORT", "0"))
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://{host_port(host, self.port)}"
         self.env = {**os.environ, **env}
         self.log_path = log_path
+        self.password = env.get("PROXY_PASSWORD", "")  # what get() sends (set it for a file's)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Proxy:
@@ -287,7 +298,7 @@ class Proxy:
         """Start gunicorn in its own process group without waiting for readiness."""
         with open(self.log_path, "ab") as log:
             return subprocess.Popen(
-                [*self._limited(), GUNICORN, "-c", self.config],
+                [*self.prefix, *self._limited(), GUNICORN, "-c", self.config],
                 cwd=self.root,
                 env=self.env,
                 stdout=log,
@@ -308,7 +319,8 @@ class Proxy:
         if self.process.poll() is not None:
             raise AssertionError(f"the proxy exited early:\n{self.log()}")
         try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            with socket.create_connection((self.host, self.port), timeout=5) as plain:
+                sock = self.tls.wrap_socket(plain, server_hostname=self.host) if self.tls else plain
                 sock.sendall(b"HEAD / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n")
                 answer = b""
                 while chunk := sock.recv(4096):
@@ -318,6 +330,9 @@ class Proxy:
         return answer.startswith(b"HTTP/1.1 ")
 
     def get(self, path: str, **kwargs: Any) -> requests.Response:
+        """A request with the proxy's password, if it has one."""
+        if self.password:
+            kwargs.setdefault("headers", {"Authorization": f"Bearer {self.password}"})
         return requests.get(self.url + path, timeout=kwargs.pop("timeout", 10), **kwargs)
 
     def worker_pid(self) -> int:
@@ -331,7 +346,7 @@ class Proxy:
 
     def metric(self, name: str, **labels: str) -> float:
         """One sample from /metrics, parsed as Prometheus would."""
-        text = requests.get(self.url + "/metrics", timeout=10).text
+        text = self.get("/metrics").text
         samples = [s for family in text_string_to_metric_families(text) for s in family.samples]
         [value] = [s.value for s in samples if s.name == name and s.labels == labels]
         return value

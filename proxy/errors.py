@@ -17,6 +17,39 @@ class KeyTooLong(InvalidKey):
     """The key is longer than the proxy accepts."""
 
 
+class AccessDenied(ProxyError):
+    """The client may not read this (proxy/access.py)."""
+
+    reason = ""  # the reason label of proxy_access_refusals_total
+
+
+class AuthRequired(AccessDenied):
+    """PROXY_PASSWORD is set and the client has not given it."""
+
+    reason = "no_password"
+
+    def __init__(self) -> None:
+        super().__init__("authentication required: send the proxy's password")
+
+
+class WrongPassword(AccessDenied):
+    """The client gave a password (or user) that is not the proxy's."""
+
+    reason = "wrong_password"
+
+    def __init__(self) -> None:
+        super().__init__("invalid username-password pair")
+
+
+class ForbiddenKey(AccessDenied):
+    """The key is outside KEY_PATTERNS: it is never fetched."""
+
+    reason = "forbidden_key"
+
+    def __init__(self) -> None:
+        super().__init__("the key is outside the proxy's KEY_PATTERNS")
+
+
 class BackendError(ProxyError):
     """The backing Redis could not answer; subclasses say how (`kind` labels metrics)."""
 

@@ -25,6 +25,8 @@ LATENCY_BUCKETS += (0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 OUTCOMES = ("hit", "miss", "not_found", "stale", "error")
 # Why a front end disconnects a client: every one is exported from the start, at 0.
 DROP_REASONS = ("request_timeout", "send_timeout", "idle_timeout", "output_limit")
+# Why a client or request was refused by the access rules: every one exported from the start.
+ACCESS_REFUSALS = ("no_password", "wrong_password", "forbidden_key", "protected_mode")
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
@@ -151,6 +153,15 @@ class LinkState(Protocol):
     def drops(self) -> int: ...
 
 
+class AccessCounts(Protocol):
+    """Clients and requests refused by the access rules (proxy/access.py)."""
+
+    @property
+    def refusals(self) -> Mapping[tuple[str, str], int]:
+        """(protocol, reason) -> how many."""
+        ...
+
+
 class Metrics:
     """The /metrics endpoint's view of one worker."""
 
@@ -159,8 +170,10 @@ class Metrics:
         cache: CacheFigures,
         link: LinkState | None = None,
         backend_up: Callable[[], bool] | None = None,
+        access: AccessCounts | None = None,
     ) -> None:
         self.cache = cache
+        self.access = access
         self.link = link
         self.backend_up = backend_up  # asked at each scrape: does Redis answer PING?
         self.requests: dict[str, Recorder] = {"http": PerThreadStats(), "resp": RequestStats()}
@@ -277,3 +290,18 @@ class Metrics:
         yield connected
         yield refused
         yield dropped
+        if self.access is not None:
+            yield self._refusals(self.access)
+
+    def _refusals(self, access: AccessCounts) -> Metric:
+        refusals = CounterMetricFamily(
+            "proxy_access_refusals",
+            "Clients or requests refused: no or a wrong password, a key outside KEY_PATTERNS, "
+            "another host in protected mode",
+            labels=["protocol", "reason"],
+        )
+        counts = dict(access.refusals)
+        for protocol in self.connections:
+            for reason in ACCESS_REFUSALS:
+                refusals.add_metric([protocol, reason], counts.get((protocol, reason), 0))
+        return refusals

@@ -13,6 +13,7 @@ from functools import partial
 
 from flask import Flask
 
+from proxy.access import Access
 from proxy.backend import Backend
 from proxy.cache import ReadThroughCache
 from proxy.config import Settings
@@ -35,6 +36,7 @@ class Service:
     metrics: Metrics
     http_app: Flask
     loop_hits: LoopHits
+    access: Access
     invalidator: Invalidator | None = None
     watch: MasterWatch | None = None
     resp: RespServer | None = None
@@ -59,25 +61,34 @@ class Service:
             stale_if_error=settings.cache_stale_if_error,
         )
         invalidator = Invalidator(cache, backend) if tracking else None
-        metrics = Metrics(cache, invalidator, backend.answers)
+        access = Access(settings.proxy_password, settings.key_patterns, settings.protected)
+        metrics = Metrics(cache, invalidator, backend.answers, access)
         http_app = create_app(
             cache,
             requests=metrics.requests["http"],
             check_ready=partial(readiness, backend, invalidator),
             exposition=metrics.exposition,
             access_log=settings.access_log,
+            access=access,
         )
-        loop_hits = LoopHits(cache, metrics.requests["http"], settings.access_log)
+        loop_hits = LoopHits(cache, metrics.requests["http"], settings.access_log, access)
         watch = None
         if settings.sentinel:
             listeners = [invalidator.master_moved] if invalidator is not None else []
             watch = MasterWatch(backend, listeners)
-        return cls(settings, backend, cache, metrics, http_app, loop_hits, invalidator, watch)
+        parts = (backend, cache, metrics, http_app, loop_hits, access)
+        return cls(settings, *parts, invalidator, watch)
 
     def start(self, http: ConnectionCounts) -> None:
         """Start the invalidation link and the RESP front end; watch both front ends' clients.
         Raises OSError if RESP_PORT cannot be bound."""
         log.info("redis-cache-proxy starting: %s", self.settings.describe())
+        if self.settings.open_to_all:
+            log.warning(
+                "PROXY_HOST=%s, no PROXY_PASSWORD and PROTECTED_MODE=no: anyone who can reach "
+                "the proxy reads every key (docs/security.md)",
+                self.settings.proxy_host,
+            )
         self.metrics.watch_connections("http", http)
         if self.invalidator is not None:
             self.invalidator.start()
@@ -93,6 +104,8 @@ class Service:
                 stats=self.metrics.requests["resp"],
                 request_timeout=self.settings.keepalive_timeout,
                 idle_timeout=self.settings.resp_idle_timeout,
+                access=self.access,
+                tls=self.settings.tls_context(),
             ).start()
             self.metrics.watch_connections("resp", self.resp)
 

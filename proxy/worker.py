@@ -40,6 +40,7 @@ class ProxyWorker(LoopWorker):
         self.service = Service.build(settings)
         self.service.start(http=self)
         self.wsgi = self.service.http_app
+        self.access = self.service.access
         # A SCRIPT_NAME in the environment changes how Gunicorn routes every request.
         if not os.environ.get("SCRIPT_NAME"):
             self.hits = self.service.loop_hits

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import resource
+import ssl
 from pathlib import Path
 
 import pytest
 
+from harness.certs import make_certificates
 from proxy.config import (
     RESERVED_DESCRIPTORS,
     ConfigError,
@@ -42,6 +45,13 @@ def test_defaults_when_nothing_is_set() -> None:
         access_log="hashed",
         cache_invalidation="none",
         graceful_timeout=10,
+        proxy_password="",
+        proxy_password_file="",
+        protected_mode=True,
+        tls_cert_file="",
+        tls_key_file="",
+        tls_ca_file="",
+        key_patterns=("*",),
     )
 
 
@@ -217,3 +227,96 @@ def test_contradictory_sentinel_settings_are_refused(env: dict[str, str], proble
         Settings.from_env(env)
     [reported] = caught.value.problems
     assert reported.startswith(problem)
+
+
+def test_a_password_comes_from_its_file_without_the_final_newline(tmp_path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("s3cret\n")
+    settings = Settings.from_env({"PROXY_PASSWORD_FILE": str(secret)})
+    assert settings.proxy_password == "s3cret"
+    assert "s3cret" not in settings.describe()
+    assert "PROXY_PASSWORD=***" in settings.describe()
+
+
+@pytest.mark.parametrize(
+    ("content", "environ", "problem"),
+    [
+        ("pw-in-file", {"PROXY_PASSWORD": "pw-in-env"}, "expected one or the other, not both"),
+        ("", {}, "expected a file holding the password"),
+        ("pw in file", {}, "expected a file holding the password"),
+    ],
+)
+def test_password_problems_never_show_the_password(tmp_path, content, environ, problem) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text(content)
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"PROXY_PASSWORD_FILE": str(secret), **environ})
+    assert problem in str(raised.value)
+    assert "pw-in" not in str(raised.value) and "pw in" not in str(raised.value)
+
+
+def test_a_bad_password_is_reported_masked() -> None:
+    with pytest.raises(ConfigError) as raised:
+        Settings.from_env({"PROXY_PASSWORD": "has space"})
+    assert "PROXY_PASSWORD='***': expected 1..1024 visible ASCII" in str(raised.value)
+    assert "has space" not in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("environ", "protected"),
+    [
+        ({}, False),  # loopback
+        ({"PROXY_HOST": "0.0.0.0"}, True),
+        ({"PROXY_HOST": "::"}, True),
+        ({"PROXY_HOST": "proxy.example"}, True),  # a name may resolve anywhere
+        ({"PROXY_HOST": "localhost"}, False),
+        ({"PROXY_HOST": "127.0.0.2"}, False),
+        ({"PROXY_HOST": "0.0.0.0", "PROTECTED_MODE": "no"}, False),
+        ({"PROXY_HOST": "0.0.0.0", "PROXY_PASSWORD": "s3cret"}, False),
+    ],
+)
+def test_protected_mode_is_in_force_beyond_loopback_without_a_password(environ, protected) -> None:
+    assert Settings.from_env(environ).protected is protected
+
+
+def test_tls_files_load_and_mistakes_are_named(tmp_path) -> None:
+    certs = make_certificates(tmp_path)
+    cert, key, ca = str(certs.server.cert), str(certs.server.key), str(certs.ca)
+    settings = Settings.from_env({"TLS_CERT_FILE": cert, "TLS_KEY_FILE": key, "TLS_CA_FILE": ca})
+    context = settings.tls_context()
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    problems = {
+        "expected both (TLS on) or neither": {"TLS_CERT_FILE": cert},
+        "expected TLS_CERT_FILE and TLS_KEY_FILE with it": {"TLS_CA_FILE": ca},
+        "could not be loaded": {"TLS_CERT_FILE": cert, "TLS_KEY_FILE": ca},
+        "TLS_KEY_FILE='/nowhere': expected a readable PEM": {"TLS_KEY_FILE": "/nowhere"},
+    }
+    for problem, environ in problems.items():
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            Settings.from_env(environ)
+
+
+@pytest.mark.parametrize(
+    ("text", "patterns"),
+    [("*", ("*",)), ("user:*, session:?", ("user:*", "session:?")), (" a ,, b ", ("a", "b"))],
+)
+def test_key_patterns_are_a_comma_separated_list(text, patterns) -> None:
+    assert Settings.from_env({"KEY_PATTERNS": text}).key_patterns == patterns
+
+
+def test_no_key_patterns_at_all_is_refused() -> None:
+    with pytest.raises(ConfigError, match="KEY_PATTERNS"):
+        Settings.from_env({"KEY_PATTERNS": " , "})
+
+
+@pytest.mark.parametrize(
+    ("environ", "open_to_all"),
+    [
+        ({"PROXY_HOST": "0.0.0.0", "PROTECTED_MODE": "no"}, True),
+        ({"PROXY_HOST": "0.0.0.0"}, False),  # protected mode refuses the others
+        ({"PROXY_HOST": "0.0.0.0", "PROTECTED_MODE": "no", "PROXY_PASSWORD": "pw"}, False),
+        ({"PROTECTED_MODE": "no"}, False),  # loopback
+    ],
+)
+def test_a_proxy_open_to_all_is_recognised_for_the_start_up_warning(environ, open_to_all) -> None:
+    assert Settings.from_env(environ).open_to_all is open_to_all

@@ -3,6 +3,7 @@ metrics and the access log, over a real cache whose Redis is a fake."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from werkzeug.test import TestResponse
 
 from proxy import errors
+from proxy.access import Access
 from proxy.cache import Read, ReadThroughCache
 from proxy.http import create_app
 from proxy.http.app import ERROR_MAP
@@ -52,7 +54,12 @@ def fetch() -> RecordingFetch:
     return RecordingFetch()
 
 
-def make_app(fetch: RecordingFetch, access_log: str = "hashed", **options: Any) -> Flask:
+def make_app(
+    fetch: RecordingFetch,
+    access_log: str = "hashed",
+    access: Access | None = None,
+    **options: Any,
+) -> Flask:
     """The app as the composition root wires it, over `fetch` instead of Redis; `options`
     go to the cache."""
     cache = ReadThroughCache(maxsize=10000, ttl=60, load=fetch.get, **options)
@@ -63,6 +70,7 @@ def make_app(fetch: RecordingFetch, access_log: str = "hashed", **options: Any) 
         check_ready=fetch.ping,
         exposition=metrics.exposition,
         access_log=access_log,
+        access=access or Access.open(),
     )
 
 
@@ -421,3 +429,75 @@ def test_access_log_off(fetch, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="proxy.access"):
         make_client(fetch, access_log="off").get("/get/k")
     assert access_lines(caplog) == []
+
+
+SECURED = {"password": "s3cret", "patterns": ("user:*", "k")}
+BEARER = {"Authorization": "Bearer s3cret"}
+
+
+@pytest.fixture
+def secured(fetch: RecordingFetch) -> FlaskClient:
+    access = Access(SECURED["password"], SECURED["patterns"], protected=False)  # type: ignore[arg-type]
+    return make_app(fetch, access=access).test_client()
+
+
+@pytest.mark.parametrize(
+    ("headers", "code"),
+    [({}, "auth_required"), ({"Authorization": "Bearer wrong"}, "wrong_password")],
+)
+@pytest.mark.parametrize("path", ["/get/k", "/metrics", "/nowhere"])
+def test_without_the_password_every_route_but_the_probes_is_401(
+    secured, fetch, headers, code, path
+) -> None:
+    fetch.data[b"k"] = b"v"
+    response = secured.get(path, headers=headers)
+    assert response.status_code == 401
+    assert error_code(response) == code
+    assert response.headers["WWW-Authenticate"].startswith('Bearer realm="redis-cache-proxy"')
+    assert ("Cache-Status" in response.headers) is path.startswith("/get/")
+    assert fetch.keys == []
+
+
+def test_the_probes_need_no_password(secured) -> None:
+    assert secured.get("/livez").status_code == 200
+    assert secured.get("/readyz").status_code == 200
+
+
+def test_with_the_password_a_key_is_read_and_then_hit(secured, fetch) -> None:
+    fetch.data[b"k"] = b"v"
+    for status in ("fwd=miss; stored", "hit"):
+        response = secured.get("/get/k", headers=BEARER)
+        assert (response.status_code, response.data) == (200, b"v")
+        assert response.headers["Cache-Status"].endswith(status)
+    basic = {"Authorization": "Basic " + base64.b64encode(b"default:s3cret").decode()}
+    assert secured.get("/get/k", headers=basic).status_code == 200
+    assert secured.get("/metrics", headers=BEARER).status_code == 200
+
+
+@pytest.mark.parametrize("key", ["secret", "user", "users:1", "k2"])
+def test_a_key_outside_key_patterns_is_403_and_never_fetched(secured, fetch, key) -> None:
+    response = secured.get(f"/get/{key}", headers=BEARER)
+    assert (response.status_code, error_code(response)) == (403, "forbidden_key")
+    assert response.headers["Cache-Status"] == "redis-cache-proxy; fwd=bypass"
+    assert fetch.keys == []
+
+
+def test_a_cached_key_is_403_too_when_patterns_exclude_it(fetch) -> None:
+    cache_all = make_app(fetch, access=Access("", ("*",), protected=False)).test_client()
+    fetch.data[b"secret"] = b"v"
+    assert cache_all.get("/get/secret").status_code == 200
+    narrowed = Access("", ("user:*",), protected=False)
+    assert make_app(fetch, access=narrowed).test_client().get("/get/secret").status_code == 403
+
+
+def test_refusals_are_counted_in_the_metrics(fetch) -> None:
+    access = Access("s3cret", ("k",), protected=False)
+    client = make_app(fetch, access=access).test_client()
+    client.get("/get/k")
+    client.get("/get/k", headers={"Authorization": "Bearer nope"})
+    client.get("/get/other", headers=BEARER)
+    assert access.refusals == {
+        ("http", "no_password"): 1,
+        ("http", "wrong_password"): 1,
+        ("http", "forbidden_key"): 1,
+    }

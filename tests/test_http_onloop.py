@@ -16,6 +16,7 @@ from gunicorn.glogging import Logger
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from proxy.access import Access
 from proxy.cache import ReadThroughCache
 from proxy.http import LoopHits, create_app
 from proxy.http.framing import scan
@@ -30,19 +31,21 @@ STORE = {b"k": b"value", b"a/b": b"slash", b"empty": b"", b"\xff sp": b"\x00bin\
 class Paths:
     """The two ways a request can be answered, over one cache holding STORE."""
 
-    def __init__(self) -> None:
+    def __init__(self, access: Access | None = None) -> None:
+        access = access or Access.open()
         self.cache = ReadThroughCache(maxsize=100, ttl=600, load=lambda key: (STORE.get(key), None))
         for key in STORE:
             self.cache.lookup(key)
         metrics = Metrics(self.cache)
         self.stats = metrics.requests["http"]
-        self.hits = LoopHits(self.cache, self.stats, "hashed")
+        self.hits = LoopHits(self.cache, self.stats, "hashed", access)
         app = create_app(
             self.cache,
             requests=self.stats,
             check_ready=dict,
             exposition=metrics.exposition,
             access_log="hashed",
+            access=access,
         )
         self.worker = _worker_as_configured(app)
         self.peer = SimpleNamespace(address=("127.0.0.1", 40000), server=("127.0.0.1", 8080))
@@ -187,3 +190,54 @@ def test_whatever_the_loop_answers_flask_answers_byte_for_byte(paths, pipelined)
         flask_answer, flask_keep_alive = paths.through_flask(request)
         assert undated(on_loop[0]) == undated(flask_answer)
         assert on_loop[1] == flask_keep_alive
+
+
+PASSWORD = "s3cret"
+SECURED = Access(PASSWORD, ("k", "a*", "empty"), protected=False)
+AUTHORIZATIONS = st.sampled_from(
+    [
+        "Bearer s3cret",
+        "bearer s3cret",
+        "Bearer  s3cret ",
+        "Bearer wrong",
+        "Bearer s3cret2",
+        "Basic ZGVmYXVsdDpzM2NyZXQ=",  # default:s3cret
+        "Basic OnMzY3JldA==",  # :s3cret
+        "Basic Ym9iOnMzY3JldA==",  # bob:s3cret
+        "Basic !!",
+        "s3cret",
+    ]
+)
+AUTHORIZED = request(
+    ["GET", "HEAD"],
+    st.builds(lambda key: f"/get/{key}", CACHED),
+    ["HTTP/1.1", "HTTP/1.0"],
+    st.builds(
+        lambda auth, rest, twice: f"Authorization: {auth}\r\n" * (1 + twice) + rest,
+        AUTHORIZATIONS,
+        fields(st.sampled_from(PLAIN_NAMES), st.sampled_from(PLAIN_VALUES), [""]),
+        st.booleans(),
+    ),
+)
+
+
+@pytest.fixture(scope="module")
+def secured() -> Paths:
+    return Paths(SECURED)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(AUTHORIZED, CANONICAL))
+def test_with_a_password_the_loop_answers_only_what_flask_would_serve(secured, request) -> None:
+    """With PROXY_PASSWORD and KEY_PATTERNS, the loop answers a request only if Flask would
+    serve it a value (the right password, an allowed key), and with the same bytes; every
+    other one (a 401, a 403) is left to Flask."""
+    on_loop = secured.on_loop(request)
+    flask_answer, flask_keep_alive = secured.through_flask(request)
+    event("answered on the loop" if on_loop else "left to Gunicorn and Flask")
+    served = flask_answer.startswith((b"HTTP/1.1 200", b"HTTP/1.0 200"))
+    assert (on_loop is not None) == served, flask_answer
+    if on_loop is None:
+        return
+    assert undated(on_loop[0]) == undated(flask_answer)
+    assert on_loop[1] == flask_keep_alive

@@ -17,6 +17,7 @@ from redis._parsers import _HiredisParser, _RESP2Parser, _RESP3Parser
 
 from harness.servers import poll
 from proxy import errors
+from proxy.access import Access
 from proxy.cache import ReadThroughCache
 from proxy.resp import codec as wire
 from proxy.resp.connection import ERROR_MAP
@@ -59,7 +60,10 @@ def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
     servers: list[RespServer] = []
 
     def start(
-        max_parallel: int = 4, max_connections: int = 50, send_timeout: float = 30.0
+        max_parallel: int = 4,
+        max_connections: int = 50,
+        send_timeout: float = 30.0,
+        access: Access | None = None,
     ) -> RespServer:
         cache = ReadThroughCache(maxsize=100, ttl=60, load=lambda key: (fetch(key), None))
         server = RespServer(
@@ -69,6 +73,7 @@ def start_server(fetch: Fetch) -> Iterator[Callable[..., RespServer]]:
             max_parallel=max_parallel,
             max_connections=max_connections,
             send_timeout=send_timeout,
+            access=access,
         )
         servers.append(server.start())
         return server
@@ -186,8 +191,9 @@ def test_unknown_command_is_an_error_and_the_connection_stays(server) -> None:
     [
         (b"GET\r\n", b"-ERR wrong number of arguments for 'get' command\r\n"),
         (b"HELLO 4\r\n", b"-NOPROTO unsupported protocol version\r\n"),
-        (b"HELLO 3 AUTH u p\r\n", b"-ERR AUTH is not supported"),
-        (b"AUTH secret\r\n", b"-ERR AUTH is not supported"),
+        (b"HELLO 3 AUTH u p\r\n", b"-WRONGPASS invalid username-password pair"),
+        (b"AUTH secret\r\n", b"-ERR AUTH <password> called without any password configured"),
+        (b"AUTH default anything\r\n", b"+OK\r\n"),  # Redis's `nopass` default user
         (b"SELECT 0\r\n", b"+OK\r\n"),
         (b"SELECT 1\r\n", b"-ERR DB index is out of range"),
         (b"CLIENT ID\r\n", b":"),
@@ -477,3 +483,70 @@ def test_a_client_that_takes_no_replies_is_dropped_after_the_send_timeout(start_
     stuck.send(b"GET big\r\n")  # 5 MB it never reads
     poll(lambda: server.dropped["send_timeout"] == 1, DEADLINE, "the stuck client to be dropped")
     Raw(server.port).send(b"GET k\r\n").expect(b"$1\r\nv\r\n")
+
+
+SECURED = Access("s3cret", ("k", "f*"), protected=False)
+NOAUTH = b"-NOAUTH Authentication required.\r\n"
+WRONGPASS = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"
+NOPERM = b"-NOPERM No permissions to access a key\r\n"
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply"),
+    [
+        (b"GET k\r\n", NOAUTH),
+        (b"GET k\r\nGET k\r\n", NOAUTH * 2),  # the pipelined-GET fast path refuses too
+        (b"PING\r\n", NOAUTH),
+        (b"MGET k\r\n", NOAUTH),
+        (b"CLIENT ID\r\n", NOAUTH),
+        (b"GET\r\n", b"-ERR wrong number of arguments for 'get' command\r\n"),  # Redis's order
+        (b"SET a b\r\n", b"-ERR unknown command 'SET', with args beginning with: 'a' 'b' \r\n"),
+        (b"HELLO 3\r\n", b"-NOAUTH HELLO must be called with the client already authenticated"),
+        (b"HELLO 3 AUTH default wrong\r\n", WRONGPASS),
+        (b"HELLO 3 AUTH bob s3cret\r\n", WRONGPASS),
+        (b"HELLO 2 AUTH default s3cret\r\n", b"*14\r\n$6\r\nserver\r\n"),
+        (b"AUTH wrong\r\n", WRONGPASS),
+        (b"AUTH bob s3cret\r\n", WRONGPASS),
+        (b"AUTH s3cret\r\nGET k\r\n", b"+OK\r\n$1\r\nv\r\n"),
+        (b"AUTH default s3cret\r\nGET k\r\nGET k\r\n", b"+OK\r\n" + b"$1\r\nv\r\n" * 2),
+        (b"AUTH wrong\r\nAUTH s3cret\r\nPING\r\n", WRONGPASS + b"+OK\r\n+PONG\r\n"),
+        (b"AUTH s3cret\r\nRESET\r\nGET k\r\n", b"+OK\r\n+RESET\r\n" + NOAUTH),
+        (b"QUIT\r\n", b"+OK\r\n"),
+    ],
+)
+def test_with_a_password_a_connection_is_answered_as_redis_with_requirepass(
+    start_server, request_, reply
+) -> None:
+    server = start_server(access=SECURED)
+    Raw(server.port).send(request_).expect(reply)
+
+
+@pytest.mark.parametrize(
+    ("request_", "reply", "fetches"),
+    [
+        (b"GET k\r\n", b"$1\r\nv\r\n", 1),
+        (b"GET secret\r\n", NOPERM, 0),
+        (b"GET k\r\nGET secret\r\nGET k\r\n", b"$1\r\nv\r\n" + NOPERM + b"$1\r\nv\r\n", 1),
+        (b"MGET k fresh\r\n", b"*2\r\n$1\r\nv\r\n$13\r\nfetched:fresh\r\n", 2),
+        (b"MGET k secret fresh\r\n", NOPERM, 0),  # refused whole, as Redis's ACL does
+    ],
+)
+def test_keys_outside_key_patterns_are_refused_and_never_fetched(
+    start_server, fetch, request_, reply, fetches
+) -> None:
+    server = start_server(access=Access("", ("k", "f*"), protected=False))
+    Raw(server.port).send(request_).expect(reply)
+    assert fetch.calls == fetches
+
+
+def test_redis_py_and_its_password_options_work(start_server) -> None:
+    server = start_server(access=SECURED)
+    for user in (None, "default"):
+        for protocol in (2, 3):
+            client = redis.Redis(
+                port=server.port, protocol=protocol, username=user, password="s3cret"
+            )
+            assert client.get("k") == b"v"
+    with pytest.raises(redis.AuthenticationError):
+        redis.Redis(port=server.port, password="wrong").get("k")
+    assert SECURED.refusals["resp", "wrong_password"] >= 1

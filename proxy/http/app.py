@@ -12,14 +12,19 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.routing import BaseConverter
 
+from proxy.access import Access
 from proxy.cache import ReadThroughCache
 from proxy.errors import (
+    AccessDenied,
+    AuthRequired,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
+    ForbiddenKey,
     InvalidKey,
     KeyTooLong,
     ProxyError,
+    WrongPassword,
     WrongType,
 )
 from proxy.http.accounting import KEY, OUTCOME, Accounting
@@ -38,6 +43,10 @@ from proxy.metrics import Recorder
 # The error map: a typed error -> (HTTP status, short code for the JSON body, Cache-Status).
 # Looked up along the exception's MRO, so the most specific row wins.
 ERROR_MAP: dict[type[ProxyError], tuple[int, str, str]] = {
+    AuthRequired: (401, "auth_required", BYPASS_STATUS),
+    WrongPassword: (401, "wrong_password", BYPASS_STATUS),
+    ForbiddenKey: (403, "forbidden_key", BYPASS_STATUS),
+    AccessDenied: (403, "forbidden", BYPASS_STATUS),
     KeyTooLong: (414, "key_too_long", BYPASS_STATUS),
     InvalidKey: (400, "invalid_key", BYPASS_STATUS),
     WrongType: (409, "wrong_type", MISS_STATUS),
@@ -46,6 +55,10 @@ ERROR_MAP: dict[type[ProxyError], tuple[int, str, str]] = {
     BackendError: (502, "backend_error", MISS_STATUS),
 }
 RETRY_AFTER_SECONDS = "1"
+# What a 401 asks for: the password as a Bearer token, or as Basic's password.
+CHALLENGE = 'Bearer realm="redis-cache-proxy", Basic realm="redis-cache-proxy"'
+# Routes open without the password: probes must work for whatever runs them.
+OPEN_PATHS = frozenset(("/livez", "/readyz"))
 ALLOWED_METHODS = "GET, HEAD"  # on every route; anything else (OPTIONS too) is a 405
 Answer = Response | tuple[Response, int]
 
@@ -64,6 +77,8 @@ def _error_body(
     response = jsonify(error=code, detail=detail)
     if status == 503:
         response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+    elif status == 401:
+        response.headers["WWW-Authenticate"] = CHALLENGE
     if cache is not None:
         response.headers[CACHE_STATUS] = cache
     return response, status
@@ -71,7 +86,8 @@ def _error_body(
 
 def _proxy_error(exc: ProxyError) -> tuple[Response, int]:
     status, code, cache = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
-    return _error_body(status, code, str(exc), cache)
+    on_get = request.path.startswith(GET_PREFIX)  # not a 401 for /metrics
+    return _error_body(status, code, str(exc), cache if on_get else None)
 
 
 def _http_error(exc: HTTPException) -> tuple[Response, int]:
@@ -104,23 +120,35 @@ def create_app(
     check_ready: Callable[[], Mapping[str, str]],
     exposition: Callable[[], bytes],
     access_log: str,
+    access: Access,
 ) -> Flask:
     """The HTTP front end over `cache`. `check_ready` raises BackendError when Redis does not
     answer, else returns what /readyz adds to its answer; `exposition` renders /metrics;
-    reads are recorded into `requests`."""
+    reads are recorded into `requests`; `access` says who may read what."""
     app = Flask(__name__, static_folder=None)  # no /static route to match on every request
     # OPTIONS is a 405 with `Allow` like any method the proxy does not serve, not Flask's
     # automatic empty 200 (text/html).
     app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False
+
+    @app.before_request
+    def guard() -> None:
+        if access.required and request.path not in OPEN_PATHS:
+            access.check_http(request.headers.get("Authorization"))
+
+    def refused(exc: AccessDenied) -> tuple[Response, int]:
+        access.refused("http", exc.reason, request.remote_addr)
+        return _proxy_error(exc)
+
     app.before_request(_options_for_the_server)
     # Keys may contain "//" and leading "/": never merge slashes or redirect.
     app.url_map.merge_slashes = False
     app.url_map.strict_slashes = False
     app.url_map.converters["anypath"] = _AnyPath
     app.register_error_handler(ProxyError, _proxy_error)
+    app.register_error_handler(AccessDenied, refused)
     app.register_error_handler(HTTPException, _http_error)
     # Flask's documented way to add WSGI middleware; mypy sees a method being replaced.
-    front = Accounting(HitPath(app.wsgi_app, cache), requests, access_log)
+    front = Accounting(HitPath(app.wsgi_app, cache, access), requests, access_log)
     app.wsgi_app = front  # type: ignore[method-assign]
 
     @app.get(GET_PREFIX + "<anypath:_path>")
@@ -129,6 +157,7 @@ def create_app(
         environ = request.environ
         environ[OUTCOME] = "error"  # until the lookup says otherwise
         key = environ[KEY] if KEY in environ else key_of(environ)
+        access.check_key(key)
         found = cache.lookup(key)
         environ[OUTCOME] = found.outcome
         status = cache_status(found)

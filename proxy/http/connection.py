@@ -8,19 +8,27 @@ waits on a client, however slowly it sends or reads.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import selectors
 import socket
+import ssl
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 from gunicorn.util import write_error
 
+from proxy.access import PROTECTED_MODE_MESSAGE
+
 LINGER_SECONDS = 2.0  # as Gunicorn's own graceful close: time for the client to hang up
 IOV_MAX = 1024  # buffers per sendmsg() call (Linux's UIO_MAXIOV)
-# The loop's own answers: past MAX_CONNECTIONS, and a request that did not arrive in time.
+READ_SIZE = 65536
+TLS_WRITE_SIZE = 256 * 1024  # plaintext bytes per TLS write
+# The loop's own answers: past MAX_CONNECTIONS, a client from another host in protected mode,
+# and a request that did not arrive in time.
 REFUSAL_BODY = b'{"error":"too_many_clients","detail":"the proxy is at MAX_CONNECTIONS"}'
 HTTP_REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\n"
@@ -28,6 +36,13 @@ HTTP_REFUSAL = (
     b"Retry-After: 1\r\n"
     b"Connection: close\r\n"
     b"Content-Length: %d\r\n\r\n%s" % (len(REFUSAL_BODY), REFUSAL_BODY)
+)
+DENIED_BODY = json.dumps({"error": "protected_mode", "detail": PROTECTED_MODE_MESSAGE}).encode()
+HTTP_DENIED = (
+    b"HTTP/1.1 403 Forbidden\r\n"
+    b"Content-Type: application/json\r\n"
+    b"Connection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(DENIED_BODY), DENIED_BODY)
 )
 TIMEOUT_BODY = b'{"error":"request_timeout","detail":"the request did not arrive in time"}'
 HTTP_TIMEOUT = (
@@ -143,6 +158,7 @@ class Client:
         "busy",
         "closing",
         "events",
+        "handshaking",
         "inbuf",
         "marks",
         "out",
@@ -163,6 +179,7 @@ class Client:
         self.events = 0  # what the poller watches this socket for
         self.timer: Deadlines | None = None  # the deadline this connection is under, if any
         self.sent = 0  # bytes written to the socket so far
+        self.handshaking = False  # TLS: the handshake is not done yet
         # (bytes sent when an answer is out, what to call then): its access lines
         self.marks: deque[tuple[int, list[Callable[[float], None]]]] = deque()
 
@@ -189,12 +206,21 @@ class Client:
             for call in self.marks.popleft()[1]:
                 call(now)
 
+    def read(self) -> bytes | None:
+        """What the client sent, b"" if it has gone or sends no more, None if nothing yet."""
+        try:
+            return self.sock.recv(READ_SIZE)
+        except BlockingIOError:
+            return None
+        except OSError:
+            return b""
+
     def flush(self) -> bool:
         """Write what the socket takes now; False if the client has gone."""
         out = self.out
         while out:
             try:
-                sent = self.sock.sendmsg(out[:IOV_MAX])
+                sent = self._send(out)
             except BlockingIOError:
                 break
             except OSError:
@@ -210,6 +236,49 @@ class Client:
         if self.marks:
             self.finish_sent()
         return True
+
+    def _send(self, out: list[bytes | memoryview]) -> int:
+        return self.sock.sendmsg(out[:IOV_MAX])
+
+    def end(self) -> None:
+        """Before a graceful close (TLS: say so to the client)."""
+
+
+class TlsClient(Client):
+    """A connection whose socket speaks TLS (TLS_CERT_FILE): the loop drives the handshake
+    without blocking, then reads and writes plaintext through the TLS layer."""
+
+    def __init__(self, sock: socket.socket, address: Any, server: Any) -> None:
+        super().__init__(sock, address, server)
+        self.handshaking = True
+
+    def read(self) -> bytes | None:
+        sock = cast(ssl.SSLSocket, self.sock)
+        try:
+            if self.handshaking:
+                sock.do_handshake()
+                self.handshaking = False
+            data = sock.recv(READ_SIZE)
+            while data and sock.pending():  # decrypted already: the poller will not say so
+                data += sock.recv(READ_SIZE)
+            return data
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
+            return None
+        except OSError:  # a failed handshake (a plaintext client, no certificate) included
+            return b""
+
+    def _send(self, out: list[bytes | memoryview]) -> int:
+        # TLS has no sendmsg; after a partial write the same bytes must be offered again,
+        # which a fixed-size slice of the unchanged first buffer is.
+        try:
+            return self.sock.send(out[0][:TLS_WRITE_SIZE])
+        except (ssl.SSLWantWriteError, ssl.SSLWantReadError) as exc:
+            raise BlockingIOError from exc
+
+    def end(self) -> None:
+        """Send TLS's close_notify (without waiting for the client's)."""
+        with contextlib.suppress(OSError, ValueError):
+            cast(ssl.SSLSocket, self.sock).unwrap()
 
 
 class Deadlines:
@@ -295,8 +364,8 @@ class CapturedSocket:
 
 def hung_up(sock: socket.socket) -> bool:
     """True if the peer closed an idle non-blocking socket (EOF or error, nothing to read)."""
-    try:
-        return sock.recv(1, socket.MSG_PEEK) == b""
+    try:  # the raw socket's recv: TLS's own does not peek
+        return socket.socket.recv(sock, 1, socket.MSG_PEEK) == b""
     except BlockingIOError:
         return False
     except OSError:

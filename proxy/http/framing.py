@@ -52,6 +52,7 @@ class Canonical(NamedTuple):
     target: str  # the raw request target, e.g. "/get/a%2Fb"
     version: bytes  # b"1.0" or b"1.1", echoed in the status line as Gunicorn does
     keep_alive: bool  # Gunicorn's Request.should_close(), negated
+    authorization: bytes = b""  # the Authorization field's value (there is at most one)
 
 
 class Framed(NamedTuple):
@@ -90,9 +91,10 @@ def _canonical(head: bytes) -> Canonical | None:
     if line is None:
         return None
     fields = head[line.end() :].split(b"\r\n") if line.end() < len(head) else []
-    connection = _plain_fields(fields)
-    if connection is None:
+    plain = _plain_fields(fields)
+    if plain is None:
         return None
+    connection, authorization = plain
     minor = line[3]
     if connection == b"close":
         keep_alive = False
@@ -100,14 +102,18 @@ def _canonical(head: bytes) -> Canonical | None:
         keep_alive = True
     else:
         keep_alive = minor == b"1"
-    return Canonical(line[1].decode(), line[2].decode("ascii"), b"1." + minor, keep_alive)
+    method, target = line[1].decode(), line[2].decode("ascii")
+    return Canonical(method, target, b"1." + minor, keep_alive, authorization)
 
 
-def _plain_fields(fields: list[bytes]) -> bytes | None:
-    """The first `Connection` value (b"" if none) if every field is plain, else None."""
+def _plain_fields(fields: list[bytes]) -> tuple[bytes, bytes] | None:
+    """The first `Connection` value and the `Authorization` value (b"" for none) if every
+    field is plain, else None. Two `Authorization` fields are not plain: the WSGI environ
+    would join them."""
     if len(fields) > MAX_FIELDS:
         return None
     connection: bytes | None = None
+    authorization: bytes | None = None
     hosts = 0
     for field in fields:
         parsed = FIELD.fullmatch(field)
@@ -119,7 +125,13 @@ def _plain_fields(fields: list[bytes]) -> bytes | None:
         hosts += name == b"HOST"
         if name == b"CONNECTION" and connection is None:  # Gunicorn reads the first one only
             connection = parsed[2].strip(b" \t").lower()
-    return None if hosts > 1 else connection or b""
+        elif name == b"AUTHORIZATION":
+            if authorization is not None:
+                return None
+            authorization = parsed[2].strip(b" \t")
+    if hosts > 1:
+        return None
+    return connection or b"", authorization or b""
 
 
 def _body_length(head: bytes) -> int | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
+from proxy.access import Access
 from proxy.cache import Read, ReadThroughCache
 from proxy.errors import ProxyError
 from proxy.http.accounting import KEY, OUTCOME
@@ -61,9 +62,10 @@ class HitPath:
     log; a key that does not decode is left to the view, which raises the error again.
     """
 
-    def __init__(self, flask_app: WSGIApplication, cache: ReadThroughCache) -> None:
+    def __init__(self, flask_app: WSGIApplication, cache: ReadThroughCache, access: Access) -> None:
         self.flask_app = flask_app
         self.cache = cache
+        self.access = access
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         method = environ["REQUEST_METHOD"]
@@ -76,8 +78,14 @@ class HitPath:
         return self.flask_app(environ, start_response)
 
     def _peek(self, environ: WSGIEnvironment) -> bytes | None:
+        """The cached value, if the request may read it; None leaves it to Flask."""
+        access = self.access
+        if access.required and not access.authorizes(environ.get("HTTP_AUTHORIZATION")):
+            return None  # Flask's guard answers 401
         try:
             key = environ[KEY] = key_of(environ)
         except ProxyError:
             return None  # Flask's view raises it again, and the error map answers
+        if access.key_allowed is not None and not access.key_allowed(key):
+            return None  # Flask's view raises ForbiddenKey
         return self.cache.peek(key)

@@ -27,16 +27,21 @@ import errno
 import logging
 import selectors
 import socket
+import ssl
 import time
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import gunicorn
+from gunicorn import http
+from gunicorn.sock import ssl_context
 from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
+from proxy.access import Access
 from proxy.http.accounting import PENDING_LINES, Finish
 from proxy.http.connection import (
+    HTTP_DENIED,
     HTTP_REFUSAL,
     HTTP_TIMEOUT,
     CapturedSocket,
@@ -44,6 +49,7 @@ from proxy.http.connection import (
     Deadlines,
     Lingerer,
     Spare,
+    TlsClient,
     gunicorn_error,
     hung_up,
 )
@@ -53,7 +59,6 @@ from proxy.logs import RateLimitedLog
 
 TESTED_GUNICORN = (27, 0, 1)
 SEND_TIMEOUT = 30.0  # a client that takes none of its answer for this long is dropped
-READ_SIZE = 65536
 TICK = 0.25  # the loop's longest sleep: deadlines are kept to about this
 # The worker's drain ends this long before GRACEFUL_TIMEOUT, when the arbiter kills it (its
 # clock starts a little earlier): what is cut is then cut, and logged, by the worker itself.
@@ -71,6 +76,8 @@ class LoopWorker(ThreadWorker):
 
     hits_on_loop = False  # ProxyWorker: the loop answers hits, and is a slot of its own
     hits: LoopHits | None = None  # what answers them (set when the service is built)
+    access: Access | None = None  # protected mode (set when the service is built)
+    tls: ssl.SSLContext | None = None  # set in run() when Gunicorn's TLS settings are
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,6 +125,9 @@ class LoopWorker(ThreadWorker):
         super().init_process()
 
     def run(self) -> None:
+        # TLS through Gunicorn's own settings (certfile, keyfile, ca_certs, cert_reqs and the
+        # ssl_context hook gunicorn.conf.py sets); the loop drives it (TlsClient).
+        self.tls = ssl_context(self.cfg) if self.cfg.is_ssl else None
         self.lingerer = Lingerer(self.poller, self.client_limit)
         self.spare = Spare()
         self.poller.register(
@@ -176,10 +186,11 @@ class LoopWorker(ThreadWorker):
         except InterruptedError:
             return
         for key, _ in events:
-            if type(key.data) is Client:
-                self._on_event(key.data)
+            data = key.data
+            if type(data) is Client or type(data) is TlsClient:  # not isinstance: the hot path
+                self._on_event(data)
             else:
-                key.data(key.fileobj)
+                data(key.fileobj)
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -195,19 +206,31 @@ class LoopWorker(ThreadWorker):
             self._reap_departed()
         if self.nr_conns >= self.client_limit:
             self.refused += 1
-            self.lingerer.refuse(sock, HTTP_REFUSAL)
+            self.lingerer.refuse(sock, self._plain(HTTP_REFUSAL))
+            return
+        if self.access is not None and not self.access.admits(address):
+            self.access.refused("http", "protected_mode", address)
+            self.lingerer.refuse(sock, self._plain(HTTP_DENIED))
             return
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        client = Client(sock, address, listener.getsockname())
+        if self.tls is None:
+            client = Client(sock, address, listener.getsockname())
+        else:
+            sock = self.tls.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            client = TlsClient(sock, address, listener.getsockname())
         self.nr_conns += 1
         self.connections[sock] = client
         self._settle(client)
 
+    def _plain(self, answer: bytes) -> bytes:
+        """A refusal's answer: under TLS none (it would need a handshake first); closed."""
+        return answer if self.tls is None else b""
+
     def _out_of_descriptors(self, listener: socket.socket, exc: OSError) -> None:
         """No descriptor for a newcomer (the process or system limit): refuse it with the
         spare descriptor, then stop accepting for a moment; everyone connected is served on."""
-        self.refused += self.spare.refuse(listener, HTTP_REFUSAL)
+        self.refused += self.spare.refuse(listener, self._plain(HTTP_REFUSAL))
         self.set_accept_enabled(False)
         self.accept_again_at = time.monotonic() + ACCEPT_BACKOFF
         self.descriptor_warnings.warn("HTTP accept failed, pausing accepts: %s", exc)
@@ -227,14 +250,12 @@ class LoopWorker(ThreadWorker):
             self._read(client)
 
     def _read(self, client: Client) -> None:
-        try:
-            data = client.sock.recv(READ_SIZE)
-        except BlockingIOError:
+        data = client.read()
+        if data is None:
             return
-        except OSError:
-            data = b""
         if not data:  # the client has gone, or sends no more: answer nothing further
-            self._close(client, graceful=False)
+            # (a failed TLS handshake, e.g. a plaintext client: closed without a reset)
+            self._close(client, graceful=client.handshaking)
             return
         client.received(data)
         self._carry_on(client)
@@ -283,7 +304,10 @@ class LoopWorker(ThreadWorker):
         its access lines (written once the loop has sent the answer)."""
         sock = CapturedSocket(request)
         conn = TConn(self.cfg, sock, client.address, client.server)
-        conn.data_ready = True  # the request is all there: never wait for more
+        # The request is all there and already out of any TLS: Gunicorn's parser reads it as
+        # it is (init() would wrap the captured socket in TLS, or wait for more).
+        conn.initialized = conn.data_ready = True
+        conn.parser = http.get_parser(self.cfg, sock, client.address)
         lines: list[Finish] = []
         waiting = PENDING_LINES.set(lines)
         try:
@@ -364,6 +388,7 @@ class LoopWorker(ThreadWorker):
             client.timer.discard(client)
         self.nr_conns -= 1
         if graceful:
+            client.end()
             self.lingerer.close(client.sock)
         else:
             client.sock.close()

@@ -17,6 +17,7 @@ import time
 from gunicorn import SERVER
 from gunicorn.util import http_date
 
+from proxy.access import Access
 from proxy.cache import ReadThroughCache
 from proxy.errors import ProxyError
 from proxy.http.accounting import Finish, access_line, logs_access
@@ -38,8 +39,11 @@ HEAD_TEMPLATE = (
 class LoopHits:
     """Answers canonical `/get/` requests for cached keys; None means "not here"."""
 
-    def __init__(self, cache: ReadThroughCache, stats: Recorder, access_log: str) -> None:
+    def __init__(
+        self, cache: ReadThroughCache, stats: Recorder, access_log: str, access: Access
+    ) -> None:
         self.cache = cache
+        self.access = access
         self.stats = stats
         self.access_log = access_log
         self._second = 0
@@ -54,10 +58,15 @@ class LoopHits:
         `closing`: the worker is stopping, so the answer says `Connection: close` (as
         Gunicorn's does then)."""
         started = time.perf_counter()
+        access = self.access
+        if access.required and not access.authorizes(request.authorization):
+            return None  # Flask answers 401
         try:
             key = key_from_uri(request.target)
         except ProxyError:
             return None  # the view raises it again, and the error map answers
+        if access.key_allowed is not None and not access.key_allowed(key):
+            return None  # Flask answers 403
         value = self.cache.peek(key)
         if value is None:
             return None

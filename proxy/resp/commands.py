@@ -56,15 +56,32 @@ class Spec:
         return self.min_args + 1 if fixed else -(self.min_args + 1)
 
 
+NOPERM = wire.error("NOPERM No permissions to access a key")
+
+
 def execute(session: Session, command: list[bytes]) -> Result:
-    """The result of one command that is not a well-formed GET (see read_key)."""
+    """The result of one command that is not a GET answered from the queue (see read_key).
+    Checked in Redis's order: the name, the arity, then authentication."""
     name = command[0].lower()
     spec = COMMANDS.get(name)
     if spec is None:
         return unknown_command(command)
     if not spec.min_args <= len(command) - 1 <= spec.max_args:
         return wire.error(f"ERR wrong number of arguments for '{name.decode()}' command")
+    if not session.authenticated and "no_auth" not in spec.flags:
+        session.access.refused("resp", "no_password", session.peer)
+        return handshake.NOAUTH
     return spec.handler(session, command[1:])
+
+
+def _forbidden(session: Session, keys: list[bytes]) -> bool:
+    """Is any key outside KEY_PATTERNS? (Counted: the command is refused whole, as Redis's
+    ACL refuses a command naming one key it may not read.)"""
+    allowed = session.access.key_allowed
+    if allowed is None or all(map(allowed, keys)):
+        return False
+    session.access.refused("resp", "forbidden_key", session.peer)
+    return True
 
 
 def read_key(protocol: int, key: bytes) -> Deferred[Read]:
@@ -76,11 +93,15 @@ def read_key(protocol: int, key: bytes) -> Deferred[Read]:
     return Deferred(lambda cache: cache.lookup(key), render)
 
 
-def get(session: Session, args: list[bytes]) -> Deferred[Read]:
+def get(session: Session, args: list[bytes]) -> Deferred[Read] | bytes:
+    if _forbidden(session, args):
+        return NOPERM
     return read_key(session.protocol, args[0])
 
 
-def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]]:
+def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]] | bytes:
+    if _forbidden(session, args):
+        return NOPERM
     protocol = session.protocol
 
     def read_all(cache: ReadThroughCache) -> list[Read]:
@@ -148,7 +169,9 @@ def quit_(session: Session, args: list[bytes]) -> Close:
 
 
 def reset(session: Session, args: list[bytes]) -> bytes:
+    """As Redis: back to RESP2, no name, and not authenticated if a password is set."""
     session.protocol, session.name = 2, None
+    session.authenticated = not session.access.required
     return wire.simple("RESET")
 
 

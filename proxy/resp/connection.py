@@ -13,20 +13,25 @@ import asyncio
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
 from functools import partial
+from itertools import repeat
 from typing import Any, cast
 
+from proxy.access import PROTECTED_MODE_MESSAGE
 from proxy.cache import ReadThroughCache
 from proxy.config import host_port
 from proxy.errors import (
+    AccessDenied,
+    AuthRequired,
     BackendError,
     BackendTimeout,
     BackendUnavailable,
     InvalidKey,
     ProtocolError,
     ProxyError,
+    WrongPassword,
     WrongType,
 )
 from proxy.metrics import Recorder
@@ -48,9 +53,13 @@ MAX_BATCH = 512
 INPUT_SLICE = 32 * 1024
 Queued = bytes | list[bytes]  # a GET's key, or any other command
 INTERNAL_ERROR = wire.error("ERR internal error in the proxy (logged)")
+DENIED = wire.error("DENIED " + PROTECTED_MODE_MESSAGE)
 
 # The error map: a typed error -> the RESP error line. `{}` is the error's own message.
 ERROR_MAP: dict[type[ProxyError], str] = {
+    AuthRequired: "NOAUTH Authentication required.",
+    WrongPassword: "WRONGPASS invalid username-password pair or user is disabled.",
+    AccessDenied: "NOPERM No permissions to access a key",
     WrongType: "WRONGTYPE Operation against a key holding the wrong kind of value",
     BackendTimeout: "TRYAGAIN {}",
     BackendUnavailable: "TRYAGAIN {}",
@@ -71,9 +80,11 @@ def address(name: Any) -> str:
     return host_port(name[0], name[1])
 
 
-def queued(command: list[bytes]) -> Queued:
-    """How a parsed command waits in the queue: a well-formed GET as its key."""
-    if len(command) == 2 and command[0].upper() == b"GET":
+def queued(command: list[bytes], allowed: Callable[[bytes], bool] | None = None) -> Queued:
+    """How a parsed command waits in the queue: a well-formed GET as its key, unless the key
+    is outside KEY_PATTERNS (`allowed`), which the command table answers."""
+    is_get = len(command) == 2 and command[0].upper() == b"GET"
+    if is_get and (allowed is None or allowed(command[1])):
         return command[1]
     return command
 
@@ -108,6 +119,7 @@ class Connection(asyncio.Protocol):
         self.fatal: bytes | None = None  # a protocol error to send once earlier replies are out
         self.active_at = time.monotonic()  # connected, or last sent a byte
         self.greeted = False  # has sent a complete command (see RespServer's idle sweep)
+        self.allowed = session.access.key_allowed  # KEY_PATTERNS; None: every key
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transport: an asyncio.Transport in all but name (not a subclass)
@@ -115,6 +127,10 @@ class Connection(asyncio.Protocol):
         self.session.peer = address(transport.get_extra_info("peername"))
         self.session.local = address(transport.get_extra_info("sockname"))
         self.clients.add(self)
+        peer = transport.get_extra_info("peername")
+        if not self.session.access.admits(peer):  # protected mode: Redis's DENIED, then close
+            self.session.access.refused("resp", "protected_mode", peer)
+            self.link.close_after_error(DENIED)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.link.closed = True
@@ -175,14 +191,14 @@ class Connection(asyncio.Protocol):
         except ProtocolError as exc:
             # As Redis does: answer the complete commands before the bad frame, then the
             # error, then close (process() writes it once those answers are out).
-            self.queue.extend(map(queued, exc.commands_before))
+            self.queue.extend(map(queued, exc.commands_before, repeat(self.allowed)))
             self.fatal = wire.error(f"ERR Protocol error: {exc}")
             self.unparsed = b""
             self.link.pause_reading()
             self.process()
             return
         self.greeted = self.greeted or bool(parsed)
-        self._enqueue(map(queued, parsed))
+        self._enqueue(map(queued, parsed, repeat(self.allowed)))
 
     def _enqueue(self, requests: Iterable[Queued]) -> None:
         """Queue requests and answer what can be now. While some wait, reading pauses: what a
@@ -198,11 +214,11 @@ class Connection(asyncio.Protocol):
         (anything else, or a connection with requests still waiting)."""
         if self.queue or self.deferred or self.link.closed or not self.parser.empty:
             return False
-        if not self.can_write or self.pool.hits_wait:
+        if not (self.can_write and self.session.authenticated) or self.pool.hits_wait:
             return False
         started = time.perf_counter()
         keys = wire.get_keys(data)
-        if keys is None:
+        if keys is None or (self.allowed is not None and not all(map(self.allowed, keys))):
             return False
         if len(keys) == 1:  # unpipelined, the commonest frame: no lists to build
             value = self.cache.peek(keys[0])
@@ -252,6 +268,8 @@ class Connection(asyncio.Protocol):
                 self.link.next_turn(self.process)
                 break
             head = queue[0]
+            if isinstance(head, bytes) and not self.session.authenticated:
+                queue[0] = head = [b"GET", head]  # AUTH is checked by the command table
             if isinstance(head, bytes):
                 answered = self._answer_hits(replies)
                 if answered:

@@ -21,9 +21,17 @@ SERVER_VERSION = b"0.1.0"
 # INFO's redis_version, which clients read to choose what to send.
 EMULATED_VERSION = "7.2.0"
 OK = wire.simple("OK")
-AUTH_REFUSED = wire.error(
-    "ERR AUTH is not supported: redis-cache-proxy has no users or passwords; "
-    "connect without credentials"
+# Redis's own answers about authentication, word for word (clients match on them).
+NOAUTH = wire.error("NOAUTH Authentication required.")
+WRONGPASS = wire.error("WRONGPASS invalid username-password pair or user is disabled.")
+NO_PASSWORD_SET = wire.error(
+    "ERR AUTH <password> called without any password configured for the default user. "
+    "Are you sure your configuration is correct?"
+)
+HELLO_NOAUTH = wire.error(
+    "NOAUTH HELLO must be called with the client already authenticated, otherwise the "
+    "HELLO AUTH <user> <pass> option can be used to authenticate the client and select the "
+    "RESP protocol version at the same time"
 )
 BAD_CLIENT_NAME = wire.error(
     "ERR Client names cannot contain spaces, newlines or special characters."
@@ -84,27 +92,43 @@ CONFIG_CONSTANTS: dict[str, str] = {
 
 
 def hello(session: Session, args: list[bytes]) -> bytes:
-    protocol, name, options = session.protocol, session.name, args
+    protocol = session.protocol
     if args:
         version = wire.parse_integer(args[0])
         if version is None or version < 0:
             return wire.error("ERR Protocol version is not an integer or out of range")
-        protocol, options = version, args[1:]
+        protocol = version
         if protocol not in (2, 3):
             return wire.error("NOPROTO unsupported protocol version")
+    options = _hello_options(args[1:], session.name)
+    if isinstance(options, bytes):
+        return options
+    credentials, name = options
+    if credentials is not None and _login(session, *credentials) is not OK:
+        return WRONGPASS
+    if not session.authenticated:
+        return HELLO_NOAUTH
+    session.protocol, session.name = protocol, name
+    return _server_info(session)
+
+
+def _hello_options(
+    options: list[bytes], name: bytes | None
+) -> tuple[tuple[bytes, bytes] | None, bytes | None] | bytes:
+    """HELLO's AUTH credentials and SETNAME name, or the error reply for a bad option."""
+    credentials: tuple[bytes, bytes] | None = None
     while options:
         option = options[0].upper()
         if option == b"AUTH" and len(options) >= 3:
-            return AUTH_REFUSED
-        if option == b"SETNAME" and len(options) >= 2:
+            credentials, options = (options[1], options[2]), options[3:]
+        elif option == b"SETNAME" and len(options) >= 2:
             if not _valid_name(options[1]):
                 return BAD_CLIENT_NAME
             name, options = options[1], options[2:]
-            continue
-        shown = options[0].decode(errors="backslashreplace")
-        return wire.error(f"ERR Syntax error in HELLO option '{shown}'")
-    session.protocol, session.name = protocol, name
-    return _server_info(session)
+        else:
+            shown = options[0].decode(errors="backslashreplace")
+            return wire.error(f"ERR Syntax error in HELLO option '{shown}'")
+    return credentials, name
 
 
 def _server_info(session: Session) -> bytes:
@@ -125,7 +149,20 @@ def _valid_name(name: bytes) -> bool:
 
 
 def auth(session: Session, args: list[bytes]) -> bytes:
-    return AUTH_REFUSED
+    """AUTH <password> or AUTH <user> <password>, as Redis answers them (the proxy's one
+    user is `default`)."""
+    if len(args) == 1 and not session.access.required:
+        return NO_PASSWORD_SET
+    return _login(session, args[0] if len(args) == 2 else None, args[-1])
+
+
+def _login(session: Session, user: bytes | None, password: bytes) -> bytes:
+    """Authenticate the session; a failure leaves it as it was, as in Redis."""
+    if session.access.login(user, password):
+        session.authenticated = True
+        return OK
+    session.access.refused("resp", "wrong_password", session.peer)
+    return WRONGPASS
 
 
 def select(session: Session, args: list[bytes]) -> bytes:

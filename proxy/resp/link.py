@@ -30,6 +30,9 @@ def linger_after(transport: asyncio.Transport, error: bytes) -> None:
     until it hangs up or LINGER_SECONDS pass: closing with its bytes unread would make the
     kernel reset the connection, which can destroy the replies before they are read."""
     transport.write(error)
+    if not transport.can_write_eof():  # TLS: no half-close; close() sends what is queued
+        transport.close()
+        return
     transport.write_eof()
     asyncio.get_running_loop().call_later(LINGER_SECONDS, transport.close)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import threading
 import time
 from collections import Counter
@@ -18,6 +19,7 @@ from typing import Any, cast
 
 import uvloop
 
+from proxy.access import Access
 from proxy.cache import ReadThroughCache
 from proxy.logs import RateLimitedLog
 from proxy.metrics import Recorder, RequestStats
@@ -53,8 +55,12 @@ class RespServer:
         request_timeout: float = 5.0,
         idle_timeout: float = 300.0,
         send_timeout: float = 30.0,
+        access: Access | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.cache = cache
+        self.access = access or Access.open()
+        self.tls = tls  # TLS only on the port, when set
         self.stats = stats or RequestStats()
         self.host, self.port = host, port
         self.max_connections = max_connections
@@ -164,7 +170,13 @@ class RespServer:
             self._loop.close()
 
     async def _listen(self) -> None:
-        server = await self._loop.create_server(self._protocol_for_new_client, self.host, self.port)
+        server = await self._loop.create_server(
+            self._protocol_for_new_client,
+            self.host,
+            self.port,
+            ssl=self.tls,
+            ssl_handshake_timeout=self.request_timeout if self.tls else None,
+        )
         self.port = server.sockets[0].getsockname()[1]  # the kernel's pick for port 0
         self._server = server
 
@@ -192,7 +204,7 @@ class RespServer:
             self.refused += 1
             return _Refused(self.refusing, linger=len(self.refusing) < self.max_connections)
         self.accepted += 1
-        session = Session(self.accepted, self)
+        session = Session(self.accepted, self, self.access, not self.access.required)
         return Connection(
             session,
             self.cache,

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from proxy.access import Access
+
 
 class ServerView(Protocol):
     """What INFO and CONFIG GET read of the server the session is on (RespServer)."""
@@ -26,6 +28,8 @@ class Session:
 
     id: int
     server: ServerView
+    access: Access
+    authenticated: bool = True  # False until AUTH when a password is set (see RespServer)
     protocol: int = 2  # until HELLO 3
     name: bytes | None = None
     library: tuple[bytes, bytes] = (b"", b"")  # CLIENT SETINFO LIB-NAME and LIB-VER

@@ -2,15 +2,43 @@
 
 from __future__ import annotations
 
-import math
 import os
-import re
 import resource
+import ssl
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+
+from proxy.config.tls import server_context
+from proxy.config.values import (
+    host_name,
+    host_port,
+    int_between,
+    is_loopback_host,
+    key_patterns,
+    no_spaces,
+    one_of,
+    password,
+    read_dotenv,
+    readable_file,
+    redact_url,
+    redis_url,
+    seconds,
+    seconds_or_zero,
+    sentinels,
+    yes_no,
+)
+
+__all__ = [
+    "RESERVED_DESCRIPTORS",
+    "ConfigError",
+    "Settings",
+    "ensure_descriptors",
+    "host_port",
+    "read_dotenv",
+    "redact_url",
+]
 
 DOTENV_PATH = Path(".env")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -30,85 +58,25 @@ class ConfigError(Exception):
         self.problems = list(problems)
 
 
-def _int_between(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        value = int(text)
-        if not low <= value <= high:
-            raise ValueError(text)
-        return value
-
-    return parse
-
-
-def _seconds_or_zero(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < math.inf:
-        raise ValueError(text)
-    return value
-
-
-def _seconds(text: str) -> float:
-    value = float(text)
-    if not 0 < value < math.inf:
-        raise ValueError(text)
-    return value
-
-
-def _one_of(choices: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text.lower() not in choices:
-            raise ValueError(text)
-        return text.lower()
-
-    return parse
-
-
-def _host(text: str) -> str:
-    if not text or any(c.isspace() or c in "/[]" for c in text):
-        raise ValueError(text)
-    return text
-
-
-def _redis_url(text: str) -> str:
-    parts = urlsplit(text)
-    _ = parts.port  # raises ValueError on a port that is not a number in range
-    if parts.scheme in ("redis", "rediss") and parts.hostname:
-        return text
-    if parts.scheme == "unix" and parts.path:
-        return text
-    raise ValueError(text)
-
-
-def _sentinels(text: str) -> tuple[tuple[str, int], ...]:
-    """`host:port[,host:port...]` (IPv6 hosts bracketed); empty: no Sentinel."""
-    found = []
-    for part in filter(None, (piece.strip() for piece in text.split(","))):
-        host, _, port = part.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        number = int(port)
-        if not host or not 1 <= number <= 65535:
-            raise ValueError(text)
-        found.append((_host(host), number))
-    return tuple(found)
-
-
-def _name(text: str) -> str:
-    if any(c.isspace() for c in text):
-        raise ValueError(text)
-    return text
-
-
 @dataclass(frozen=True)
 class _Var:
     env: str
     default: str
     expected: str
     parse: Callable[[str], Any]
-    secret: bool = False  # shown (in errors and the start-up line) through redact_url
+    # How a value is shown in errors and the start-up line: secrets never in clear.
+    shown: Callable[[str], str] = str
 
 
 def _choice(env: str, default: str, choices: tuple[str, ...]) -> _Var:
-    return _Var(env, default, "one of " + ", ".join(choices), _one_of(choices))
+    return _Var(env, default, "one of " + ", ".join(choices), one_of(choices))
+
+
+def _masked(text: str) -> str:
+    return "***" if text else ""
+
+
+RULE = "1..1024 visible ASCII characters, no spaces"
 
 
 # One row per setting: the table is the interface (README "Configuration" repeats it).
@@ -117,55 +85,77 @@ _VARS: dict[str, _Var] = {
         "REDIS_URL",
         "redis://127.0.0.1:6379/0",
         "a URL like redis://[user:password@]host:port/db (or rediss://, unix://)",
-        _redis_url,
-        secret=True,
+        redis_url,
+        redact_url,
     ),
     "redis_sentinels": _Var(
-        "REDIS_SENTINELS", "", "host:port[,host:port...] of Redis Sentinels, or empty", _sentinels
+        "REDIS_SENTINELS", "", "host:port[,host:port...] of Redis Sentinels, or empty", sentinels
     ),
     "redis_sentinel_master": _Var(
-        "REDIS_SENTINEL_MASTER", "", "the master's name as the Sentinels know it", _name
+        "REDIS_SENTINEL_MASTER", "", "the master's name as the Sentinels know it", no_spaces
     ),
-    "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", _host),
-    "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", _int_between(1, 65535)),
-    "cache_ttl": _Var("CACHE_TTL", "60", "a number of seconds > 0", _seconds),
+    "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", host_name),
+    "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", int_between(1, 65535)),
+    "cache_ttl": _Var("CACHE_TTL", "60", "a number of seconds > 0", seconds),
     "cache_maxsize": _Var(
-        "CACHE_MAXSIZE", "10000", "an integer 1..100000000", _int_between(1, 100_000_000)
+        "CACHE_MAXSIZE", "10000", "an integer 1..100000000", int_between(1, 100_000_000)
     ),
     "cache_negative_ttl": _Var(
-        "CACHE_NEGATIVE_TTL", "0", "a number of seconds >= 0 (0: off)", _seconds_or_zero
+        "CACHE_NEGATIVE_TTL", "0", "a number of seconds >= 0 (0: off)", seconds_or_zero
     ),
     "cache_stale_if_error": _Var(
-        "CACHE_STALE_IF_ERROR", "0", "a number of seconds >= 0 (0: off)", _seconds_or_zero
+        "CACHE_STALE_IF_ERROR", "0", "a number of seconds >= 0 (0: off)", seconds_or_zero
     ),
     "cache_maxbytes": _Var(
-        "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", _int_between(1, 2**50)
+        "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", int_between(1, 2**50)
     ),
     "cache_max_item_bytes": _Var(
-        "CACHE_MAX_ITEM_BYTES", "1048576", "a number of bytes 1..2**50", _int_between(1, 2**50)
+        "CACHE_MAX_ITEM_BYTES", "1048576", "a number of bytes 1..2**50", int_between(1, 2**50)
     ),
-    "max_parallel": _Var("MAX_PARALLEL", "4", "an integer 1..1024", _int_between(1, 1024)),
+    "max_parallel": _Var("MAX_PARALLEL", "4", "an integer 1..1024", int_between(1, 1024)),
     "max_connections": _Var(
-        "MAX_CONNECTIONS", "100", "an integer 1..100000", _int_between(1, 100_000)
+        "MAX_CONNECTIONS", "100", "an integer 1..100000", int_between(1, 100_000)
     ),
-    "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", _seconds),
+    "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", seconds),
     "resp_port": _Var(
-        "RESP_PORT", "6380", "an integer 0..65535 (0 disables RESP)", _int_between(0, 65535)
+        "RESP_PORT", "6380", "an integer 0..65535 (0 disables RESP)", int_between(0, 65535)
     ),
     "keepalive_timeout": _Var(
-        "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", _int_between(1, 3600)
+        "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", int_between(1, 3600)
     ),
     "resp_idle_timeout": _Var(
         "RESP_IDLE_TIMEOUT",
         "300",
         "a whole number of seconds 0..86400 (0: never)",
-        _int_between(0, 86400),
+        int_between(0, 86400),
     ),
     "log_level": _choice("LOG_LEVEL", "info", LOG_LEVELS),
     "access_log": _choice("ACCESS_LOG", "hashed", ACCESS_LOGS),
     "cache_invalidation": _choice("CACHE_INVALIDATION", "none", ("none", "tracking")),
     "graceful_timeout": _Var(
-        "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", _int_between(1, 3600)
+        "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", int_between(1, 3600)
+    ),
+    "proxy_password": _Var(
+        "PROXY_PASSWORD", "", RULE + " (or empty: no password)", password, _masked
+    ),
+    "proxy_password_file": _Var(
+        "PROXY_PASSWORD_FILE", "", "a readable file holding the password, or empty", readable_file
+    ),
+    "protected_mode": _Var("PROTECTED_MODE", "yes", "yes or no", yes_no),
+    "tls_cert_file": _Var(
+        "TLS_CERT_FILE", "", "a readable PEM certificate (chain) file, or empty", readable_file
+    ),
+    "tls_key_file": _Var(
+        "TLS_KEY_FILE", "", "a readable PEM private key file, or empty", readable_file
+    ),
+    "tls_ca_file": _Var(
+        "TLS_CA_FILE", "", "a readable PEM file of CA certificates, or empty", readable_file
+    ),
+    "key_patterns": _Var(
+        "KEY_PATTERNS",
+        "*",
+        "comma-separated glob patterns (Redis ACL syntax; * for every key)",
+        key_patterns,
     ),
 }
 
@@ -195,6 +185,13 @@ class Settings:
     access_log: str
     cache_invalidation: str
     graceful_timeout: int
+    proxy_password: str
+    proxy_password_file: str
+    protected_mode: bool
+    tls_cert_file: str
+    tls_key_file: str
+    tls_ca_file: str
+    key_patterns: tuple[str, ...]
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -207,8 +204,7 @@ class Settings:
             try:
                 values[field.name] = var.parse(raw)
             except ValueError:
-                shown = redact_url(raw) if var.secret else raw
-                problems.append(f"{var.env}={shown!r}: expected {var.expected}")
+                problems.append(f"{var.env}={var.shown(raw)!r}: expected {var.expected}")
         if values.get("resp_port") and values["resp_port"] == values.get("proxy_port"):
             port = values["resp_port"]
             problems.append(f"RESP_PORT='{port}': expected a port other than PROXY_PORT ({port})")
@@ -223,6 +219,8 @@ class Settings:
                 f"CACHE_MAX_ITEM_BYTES='{items}': expected at most CACHE_MAXBYTES ({budget})"
             )
         problems += _sentinel_problems(values)
+        problems += _password_problems(values)
+        problems += _tls_problems(values)
         if problems:
             raise ConfigError(problems)
         return cls(**values)
@@ -241,6 +239,9 @@ class Settings:
         """Every setting as VARIABLE=value, for the startup log line; the password masked."""
         shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
         shown["redis_url"] = redact_url(self.redis_url)
+        shown["proxy_password"] = _masked(self.proxy_password)
+        shown["protected_mode"] = "yes" if self.protected_mode else "no"
+        shown["key_patterns"] = ",".join(self.key_patterns)
         shown["redis_sentinels"] = ",".join(host_port(*s) for s in self.redis_sentinels)
         return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
 
@@ -250,6 +251,32 @@ class Settings:
         and as many closing ones lingering; a Redis connection per thread of each front end;
         RESERVED_DESCRIPTORS."""
         return 4 * self.max_connections + 2 * self.max_parallel + RESERVED_DESCRIPTORS
+
+    @property
+    def protected(self) -> bool:
+        """Is protected mode in force: on, no password, no client certificates required, and
+        the listeners bound beyond loopback?"""
+        open_to_others = not is_loopback_host(self.proxy_host)
+        credentials = self.proxy_password or self.tls_ca_file
+        return self.protected_mode and open_to_others and not credentials
+
+    @property
+    def open_to_all(self) -> bool:
+        """Bound beyond loopback with no password and protected mode off: anyone who reaches
+        the listeners reads every key (allowed, but worth a warning)."""
+        beyond = not is_loopback_host(self.proxy_host)
+        return beyond and not (self.protected_mode or self.proxy_password or self.tls_ca_file)
+
+    @property
+    def tls(self) -> bool:
+        """Do both front ends speak TLS only (TLS_CERT_FILE and TLS_KEY_FILE)?"""
+        return bool(self.tls_cert_file)
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The server-side TLS context both front ends use, or None without TLS."""
+        if not self.tls:
+            return None
+        return server_context(self.tls_cert_file, self.tls_key_file, self.tls_ca_file)
 
     @property
     def bind(self) -> str:
@@ -276,17 +303,45 @@ def ensure_descriptors(needed: int) -> int:
     return needed
 
 
-# A URL's password, in the userinfo (`//user:secret@`) or the query (`?password=secret`), as
-# redis-py reads both; matched as text so that a URL too broken to parse is redacted too.
-URL_PASSWORDS = (
-    (re.compile(r"(//[^/?#@]*?:)[^/?#]*@"), r"\1***@"),
-    (re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE), r"\1***"),
-)
+def _password_problems(values: dict[str, Any]) -> list[str]:
+    """PROXY_PASSWORD and PROXY_PASSWORD_FILE are one setting: the file's content (without a
+    final newline) becomes the password. Never shows the password."""
+    path = values.get("proxy_password_file")
+    if not path:
+        return []
+    if values.get("proxy_password"):
+        return [
+            "PROXY_PASSWORD and PROXY_PASSWORD_FILE: expected one or the other, not both "
+            f"(PROXY_PASSWORD_FILE={path!r})"
+        ]
+    try:
+        with open(path, encoding="latin-1") as secret:
+            text = password(secret.read().removesuffix("\n").removesuffix("\r"))
+    except (OSError, ValueError):
+        text = ""
+    if not text:
+        return [f"PROXY_PASSWORD_FILE={path!r}: expected a file holding the password ({RULE})"]
+    values["proxy_password"] = text
+    return []
 
 
-def host_port(host: str, port: int) -> str:
-    """`host:port`, an IPv6 literal bracketed (as Gunicorn's `bind` and Redis write it)."""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+def _tls_problems(values: dict[str, Any]) -> list[str]:
+    """A certificate needs its key and the other way round; a CA needs both; the three must
+    load into a TLS context."""
+    cert, key, ca = (values.get(name) for name in ("tls_cert_file", "tls_key_file", "tls_ca_file"))
+    if cert is None or key is None or ca is None:
+        return []  # already reported
+    if bool(cert) != bool(key):
+        return ["TLS_CERT_FILE and TLS_KEY_FILE: expected both (TLS on) or neither (TLS off)"]
+    if ca and not cert:
+        return [f"TLS_CA_FILE={ca!r}: expected TLS_CERT_FILE and TLS_KEY_FILE with it"]
+    if not cert:
+        return []
+    try:
+        server_context(cert, key, ca)
+    except (OSError, ssl.SSLError) as exc:
+        return [f"TLS_CERT_FILE={cert!r}, TLS_KEY_FILE={key!r}: could not be loaded ({exc})"]
+    return []
 
 
 def _sentinel_problems(values: dict[str, Any]) -> list[str]:
@@ -303,28 +358,3 @@ def _sentinel_problems(values: dict[str, Any]) -> list[str]:
             "(Sentinel gives TCP addresses)"
         ]
     return []
-
-
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***."""
-    for pattern, replacement in URL_PASSWORDS:
-        url = pattern.sub(replacement, url)
-    return url
-
-
-def read_dotenv(path: Path) -> dict[str, str]:
-    """Parse `KEY=VALUE` lines; comments, blank lines, `export` and quotes are allowed."""
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-    except FileNotFoundError:
-        return {}
-    pairs: dict[str, str] = {}
-    for line in lines:
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.removeprefix("export ").partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        pairs[key.strip()] = value
-    return pairs
