@@ -19,6 +19,7 @@ LEAVES = [
     "proxy.config",
     "proxy.config.tls",
     "proxy.config.values",
+    "proxy.config.variables",
     "proxy.entries",
     "proxy.errors",
     "proxy.failover",

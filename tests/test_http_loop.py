@@ -6,8 +6,8 @@ import errno
 import selectors
 import socket
 
-from proxy.http.connection import HTTP_REFUSAL, Lingerer, Spare
 from proxy.http.loop import LoopWorker
+from proxy.http.refusals import HTTP_REFUSAL, Lingerer, Spare
 from tests.test_http_onloop import _worker_as_configured
 
 

@@ -5,30 +5,20 @@ from __future__ import annotations
 import os
 import resource
 import ssl
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from proxy.config.tls import server_context
 from proxy.config.values import (
-    host_name,
     host_port,
-    int_between,
     is_loopback_host,
-    key_patterns,
-    no_spaces,
-    one_of,
     password,
     read_dotenv,
-    readable_file,
     redact_url,
-    redis_url,
-    seconds,
-    seconds_or_zero,
-    sentinels,
-    yes_no,
 )
+from proxy.config.variables import RULE, VARIABLES, masked
 
 __all__ = [
     "RESERVED_DESCRIPTORS",
@@ -41,8 +31,6 @@ __all__ = [
 ]
 
 DOTENV_PATH = Path(".env")
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
-ACCESS_LOGS = ("hashed", "raw", "off")  # how access lines show keys: a hash, as sent, or no lines
 
 
 # Descriptors the worker holds whatever the load: listeners, pollers and their wake-up pipes,
@@ -56,108 +44,6 @@ class ConfigError(Exception):
     def __init__(self, problems: Sequence[str]) -> None:
         super().__init__("invalid configuration:\n  " + "\n  ".join(problems))
         self.problems = list(problems)
-
-
-@dataclass(frozen=True)
-class _Var:
-    env: str
-    default: str
-    expected: str
-    parse: Callable[[str], Any]
-    # How a value is shown in errors and the start-up line: secrets never in clear.
-    shown: Callable[[str], str] = str
-
-
-def _choice(env: str, default: str, choices: tuple[str, ...]) -> _Var:
-    return _Var(env, default, "one of " + ", ".join(choices), one_of(choices))
-
-
-def _masked(text: str) -> str:
-    return "***" if text else ""
-
-
-RULE = "1..1024 visible ASCII characters, no spaces"
-
-
-# One row per setting: the table is the interface (README "Configuration" repeats it).
-_VARS: dict[str, _Var] = {
-    "redis_url": _Var(
-        "REDIS_URL",
-        "redis://127.0.0.1:6379/0",
-        "a URL like redis://[user:password@]host:port/db (or rediss://, unix://)",
-        redis_url,
-        redact_url,
-    ),
-    "redis_sentinels": _Var(
-        "REDIS_SENTINELS", "", "host:port[,host:port...] of Redis Sentinels, or empty", sentinels
-    ),
-    "redis_sentinel_master": _Var(
-        "REDIS_SENTINEL_MASTER", "", "the master's name as the Sentinels know it", no_spaces
-    ),
-    "proxy_host": _Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", host_name),
-    "proxy_port": _Var("PROXY_PORT", "8080", "an integer 1..65535", int_between(1, 65535)),
-    "cache_ttl": _Var("CACHE_TTL", "60", "a number of seconds > 0", seconds),
-    "cache_maxsize": _Var(
-        "CACHE_MAXSIZE", "10000", "an integer 1..100000000", int_between(1, 100_000_000)
-    ),
-    "cache_negative_ttl": _Var(
-        "CACHE_NEGATIVE_TTL", "0", "a number of seconds >= 0 (0: off)", seconds_or_zero
-    ),
-    "cache_stale_if_error": _Var(
-        "CACHE_STALE_IF_ERROR", "0", "a number of seconds >= 0 (0: off)", seconds_or_zero
-    ),
-    "cache_maxbytes": _Var(
-        "CACHE_MAXBYTES", "268435456", "a number of bytes 1..2**50", int_between(1, 2**50)
-    ),
-    "cache_max_item_bytes": _Var(
-        "CACHE_MAX_ITEM_BYTES", "1048576", "a number of bytes 1..2**50", int_between(1, 2**50)
-    ),
-    "max_parallel": _Var("MAX_PARALLEL", "4", "an integer 1..1024", int_between(1, 1024)),
-    "max_connections": _Var(
-        "MAX_CONNECTIONS", "100", "an integer 1..100000", int_between(1, 100_000)
-    ),
-    "redis_timeout": _Var("REDIS_TIMEOUT", "1.0", "a number of seconds > 0", seconds),
-    "resp_port": _Var(
-        "RESP_PORT", "6380", "an integer 0..65535 (0 disables RESP)", int_between(0, 65535)
-    ),
-    "keepalive_timeout": _Var(
-        "KEEPALIVE_TIMEOUT", "5", "a whole number of seconds 1..3600", int_between(1, 3600)
-    ),
-    "resp_idle_timeout": _Var(
-        "RESP_IDLE_TIMEOUT",
-        "300",
-        "a whole number of seconds 0..86400 (0: never)",
-        int_between(0, 86400),
-    ),
-    "log_level": _choice("LOG_LEVEL", "info", LOG_LEVELS),
-    "access_log": _choice("ACCESS_LOG", "hashed", ACCESS_LOGS),
-    "cache_invalidation": _choice("CACHE_INVALIDATION", "none", ("none", "tracking")),
-    "graceful_timeout": _Var(
-        "GRACEFUL_TIMEOUT", "10", "a whole number of seconds 1..3600", int_between(1, 3600)
-    ),
-    "proxy_password": _Var(
-        "PROXY_PASSWORD", "", RULE + " (or empty: no password)", password, _masked
-    ),
-    "proxy_password_file": _Var(
-        "PROXY_PASSWORD_FILE", "", "a readable file holding the password, or empty", readable_file
-    ),
-    "protected_mode": _Var("PROTECTED_MODE", "yes", "yes or no", yes_no),
-    "tls_cert_file": _Var(
-        "TLS_CERT_FILE", "", "a readable PEM certificate (chain) file, or empty", readable_file
-    ),
-    "tls_key_file": _Var(
-        "TLS_KEY_FILE", "", "a readable PEM private key file, or empty", readable_file
-    ),
-    "tls_ca_file": _Var(
-        "TLS_CA_FILE", "", "a readable PEM file of CA certificates, or empty", readable_file
-    ),
-    "key_patterns": _Var(
-        "KEY_PATTERNS",
-        "*",
-        "comma-separated glob patterns (Redis ACL syntax; * for every key)",
-        key_patterns,
-    ),
-}
 
 
 @dataclass(frozen=True)
@@ -199,7 +85,7 @@ class Settings:
         values: dict[str, Any] = {}
         problems: list[str] = []
         for field in fields(cls):
-            var = _VARS[field.name]
+            var = VARIABLES[field.name]
             raw = environ.get(var.env, var.default).strip()
             try:
                 values[field.name] = var.parse(raw)
@@ -239,11 +125,11 @@ class Settings:
         """Every setting as VARIABLE=value, for the startup log line; the password masked."""
         shown = {**{f.name: getattr(self, f.name) for f in fields(self)}}
         shown["redis_url"] = redact_url(self.redis_url)
-        shown["proxy_password"] = _masked(self.proxy_password)
+        shown["proxy_password"] = masked(self.proxy_password)
         shown["protected_mode"] = "yes" if self.protected_mode else "no"
         shown["key_patterns"] = ",".join(self.key_patterns)
         shown["redis_sentinels"] = ",".join(host_port(*s) for s in self.redis_sentinels)
-        return " ".join(f"{_VARS[name].env}={value}" for name, value in shown.items())
+        return " ".join(f"{VARIABLES[name].env}={value}" for name, value in shown.items())
 
     @property
     def descriptors_needed(self) -> int:

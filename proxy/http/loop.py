@@ -40,21 +40,17 @@ from gunicorn.workers.gthread import STOP_KEEPALIVE_LINGER, TConn, ThreadWorker
 
 from proxy.access import Access
 from proxy.http.accounting import PENDING_LINES, Finish
-from proxy.http.connection import (
+from proxy.http.connection import CapturedSocket, Client, Deadlines, TlsClient, gunicorn_error
+from proxy.http.framing import scan
+from proxy.http.onloop import LoopHits
+from proxy.http.refusals import (
     HTTP_DENIED,
     HTTP_REFUSAL,
     HTTP_TIMEOUT,
-    CapturedSocket,
-    Client,
-    Deadlines,
     Lingerer,
     Spare,
-    TlsClient,
-    gunicorn_error,
     hung_up,
 )
-from proxy.http.framing import scan
-from proxy.http.onloop import LoopHits
 from proxy.logs import RateLimitedLog
 
 TESTED_GUNICORN = (27, 0, 1)
