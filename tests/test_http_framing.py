@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from proxy.http import framing
 from proxy.http.framing import (
     MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
@@ -145,3 +146,20 @@ def test_requests_are_found_alike_whatever_the_reads_were(requests: list[bytes],
         held = held[taken:]
     assert found == requests
     assert [f.canonical for f in frames(whole)] == [scan(r).canonical for r in requests]  # type: ignore[union-attr]
+
+
+def test_header_blocks_are_remembered_boundedly_and_answer_as_checked() -> None:
+    framing._SEEN_BLOCKS.clear()
+    plain = b"GET /get/k HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    folded = b"GET /get/k HTTP/1.1\r\nHost: x\r\n folded\r\n\r\n"
+    for _ in range(2):  # the second time from memory: the same answers
+        assert scan(plain) == framing.Framed(
+            len(plain), True, Canonical("GET", "/get/k", b"1.1", False)
+        )
+        assert scan(folded) is not None and scan(folded).canonical is None  # type: ignore[union-attr]
+    for number in range(3 * framing.MAX_REMEMBERED_BLOCKS):  # a flood of distinct heads
+        scan(b"GET /get/k HTTP/1.1\r\nX-N: %d\r\n\r\n" % number)
+    assert len(framing._SEEN_BLOCKS) <= framing.MAX_REMEMBERED_BLOCKS
+    huge = b"GET /get/k HTTP/1.1\r\nX-Big: " + b"x" * 2000 + b"\r\n\r\n"
+    assert scan(huge).canonical is not None  # type: ignore[union-attr]
+    assert not any(len(block) > framing.MAX_REMEMBERED_BLOCK for block in framing._SEEN_BLOCKS)

@@ -26,6 +26,12 @@ MAX_BODY_BYTES = 65536
 MAX_CANONICAL_HEAD = 8190
 MAX_FIELDS = 100
 
+# Header blocks already checked (see _header_block); the result is a pure function of the bytes.
+MAX_REMEMBERED_BLOCKS = 256
+MAX_REMEMBERED_BLOCK = 1024
+_UNSEEN = object()
+_SEEN_BLOCKS: dict[bytes, tuple[bytes, bytes] | None] = {}
+
 REQUEST_LINE = re.compile(rb"(GET|HEAD) (/get/[\x21\x22\x24-\x7e]*) HTTP/1\.([01])\r\n")
 FIELD = re.compile(rb"([!#$%&'*+\-.^`|~0-9A-Za-z]+):([^\x00-\x08\x0a-\x1f\x7f]*)")
 # Fields that change how Gunicorn frames or answers a request (body, 100-continue, upgrade to
@@ -90,8 +96,7 @@ def _canonical(head: bytes) -> Canonical | None:
     line = REQUEST_LINE.match(head + b"\r\n")
     if line is None:
         return None
-    fields = head[line.end() :].split(b"\r\n") if line.end() < len(head) else []
-    plain = _plain_fields(fields)
+    plain = _header_block(head[line.end() :])
     if plain is None:
         return None
     connection, authorization = plain
@@ -104,6 +109,20 @@ def _canonical(head: bytes) -> Canonical | None:
         keep_alive = minor == b"1"
     method, target = line[1].decode(), line[2].decode("ascii")
     return Canonical(method, target, b"1." + minor, keep_alive, authorization)
+
+
+def _header_block(block: bytes) -> tuple[bytes, bytes] | None:
+    """_plain_fields of a head's fields (`block`: the bytes after the request line), looked
+    up first among the blocks seen lately: a client sends the same fields with every request
+    (only the request line names another key), so each is checked once, not per request."""
+    plain = _SEEN_BLOCKS.get(block, _UNSEEN)
+    if plain is _UNSEEN:
+        plain = _plain_fields(block.split(b"\r\n") if block else [])
+        if len(block) <= MAX_REMEMBERED_BLOCK:
+            if len(_SEEN_BLOCKS) >= MAX_REMEMBERED_BLOCKS:
+                _SEEN_BLOCKS.clear()  # a flood of distinct heads costs a re-check, not memory
+            _SEEN_BLOCKS[block] = plain
+    return plain  # type: ignore[return-value]
 
 
 def _plain_fields(fields: list[bytes]) -> tuple[bytes, bytes] | None:
