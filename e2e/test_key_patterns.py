@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import redis
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.access import key_matcher
@@ -36,6 +36,8 @@ def acl_client(redis_server) -> redis.Redis:
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(pattern=PATTERNS, keys=st.lists(KEYS, min_size=1, max_size=4))
+@example(pattern="**", keys=[""])  # Redis matches no empty key but with `*` itself
+@example(pattern="a[b-", keys=["ab", "a-", "a"])
 def test_the_proxy_matches_keys_as_redis_acl_does(acl_client, pattern, keys) -> None:
     matcher = key_matcher((pattern,))
     for key in keys:

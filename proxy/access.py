@@ -133,7 +133,9 @@ def key_matcher(patterns: tuple[str, ...]) -> Callable[[bytes], bool] | None:
     if not patterns or "*" in patterns:
         return None
     union = b"|".join(glob_regex(pattern.encode()) for pattern in patterns)
-    return re.compile(b"(?:" + union + b")", re.DOTALL).fullmatch  # type: ignore[return-value]
+    # (?=.): Redis's matcher never matches an empty key (its loop needs a byte to start),
+    # whatever the pattern, but for the `*` of all keys, which is not checked at all.
+    return re.compile(b"(?=.)(?:" + union + b")", re.DOTALL).fullmatch  # type: ignore[return-value]
 
 
 def glob_regex(pattern: bytes) -> bytes:

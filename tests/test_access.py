@@ -117,6 +117,9 @@ def test_refusals_are_counted_by_protocol_and_reason() -> None:
         ("k\xe9", "k\xe9", True),
         (".+", "..", False),  # regex characters are literal
         ("a*b*c", "axxbyyc", True),
+        ("a*", "a", True),  # trailing stars match nothing
+        ("**", "", False),  # no pattern but `*` itself matches the empty key
+        ("?*", "", False),
     ],
 )
 def test_glob_semantics_are_redis_s(pattern, key, matches) -> None:
