@@ -180,10 +180,10 @@ class RedisServer:
         self.process = None
         self.client.connection_pool.disconnect()
 
-    def get_calls(self) -> int:
-        """How many GET commands this server has executed (INFO commandstats)."""
+    def get_calls(self, command: str = "get") -> int:
+        """How many `command`s this server has executed (INFO commandstats)."""
         stats = self.client.info("commandstats")
-        return int(stats.get("cmdstat_get", {}).get("calls", 0))
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 class SentinelServer(RedisServer):

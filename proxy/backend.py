@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from enum import Enum
-from typing import cast
+from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
@@ -34,6 +34,14 @@ from proxy.errors import (
 from proxy.logs import RateLimitedLog
 
 log = logging.getLogger(__name__)
+# Keys per MGET the proxy sends Redis: a larger read of misses goes in chunks this long, each
+# in one round trip, so one client's MGET holds Redis (and one reply's memory) only so long.
+MAX_BATCH_KEYS = 1000
+# Every key's PTTL in one command: what the proxy needs beside MGET's values, so that no entry
+# outlives the key in Redis, without a command per key.
+PTTLS = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
+# One key of a batch read: its value and seconds to live, or the error in its place.
+Answer = tuple[bytes | None, float | None] | WrongType
 PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
@@ -53,6 +61,14 @@ def redis_errors_as_typed(timeout: float) -> Iterator[None]:
         if code == "WRONGTYPE":
             raise WrongType("the key holds a non-string value; only strings can be read") from exc
         raise BackendRejected(f"Redis refused the command ({code})") from exc
+
+
+def _fetched(value: bytes | None, pttl: int) -> Answer:
+    """One key of a batch: (value, seconds left), or WrongType when MGET's nil is a key of
+    another type (its PTTL says it exists)."""
+    if value is None and pttl != -2:
+        return WrongType("the key holds a non-string value; only strings can be read")
+    return value, (None if value is None or pttl == -1 else max(pttl, 0) / 1000)
 
 
 def error_code(exc: ResponseError) -> str:
@@ -89,6 +105,8 @@ class Backend:
         # 10 tries).
         retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
         self._client = redis.Redis(connection_pool=self.pool("redis-cache-proxy", retry=retry))
+        self._pttl_script: str | None = None  # the PTTLS script's SHA, once loaded
+        self._scripts_refused = False  # by an ACL, or disabled: PTTL by PTTL
         self._warnings = RateLimitedLog(log)
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="redis-probe")
         self._probe: Future[None] | None = None
@@ -149,6 +167,45 @@ class Backend:
         # a value means it expired between the two commands: no time left, so not to be cached.
         ttl = None if value is None or pttl == -1 else max(pttl, 0) / 1000
         return cast(bytes | None, value), ttl  # bytes, as decode_responses is off
+
+    def get_many(self, keys: Sequence[bytes]) -> list[Answer]:
+        """Each key's value and seconds to live, for at most MAX_BATCH_KEYS keys, in one round
+        trip: one MGET and every key's PTTL (one script call where Redis runs scripts, else
+        a PTTL per key, pipelined). A key of another type is WRONGTYPE in its place."""
+        try:
+            with redis_errors_as_typed(self.timeout):
+                values, pttls = self._mget_with_pttls(keys)
+        except BackendError as exc:
+            self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
+            raise
+        return [_fetched(value, pttl) for value, pttl in zip(values, pttls, strict=True)]
+
+    def _mget_with_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[int]]:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(keys)
+        if not self._scripts_refused:
+            try:
+                if self._pttl_script is None:
+                    self._pttl_script = self._client.script_load(PTTLS)
+            except ResponseError:
+                self._scripts_refused = True
+        if self._pttl_script is not None and not self._scripts_refused:
+            pipe.evalsha(self._pttl_script, len(keys), *keys)
+            values, pttls = pipe.execute(raise_on_error=False)
+            if isinstance(values, ResponseError):
+                raise values  # the MGET itself refused (an ACL on the keys, say)
+            if not isinstance(pttls, ResponseError):
+                return values, pttls
+            # NOSCRIPT (a restarted or new master): load it again next time; anything else
+            # (scripts refused by an ACL): PTTL by PTTL from now on.
+            self._pttl_script = None
+            self._scripts_refused = error_code(pttls) != "NOSCRIPT"
+            pipe = self._client.pipeline(transaction=False)
+            pipe.mget(keys)
+        for key in keys:
+            pipe.pttl(key)
+        values, *pttls = pipe.execute()
+        return values, pttls
 
     def ping(self) -> None:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""

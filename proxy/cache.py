@@ -4,7 +4,7 @@
 `peek()` and `peek_run()` index the map under the lock and do nothing else: the event loops
 call them. `lookup()` indexes it too and, on a miss, joins or leads a fetch of the key with
 the lock released, so hits never wait behind a miss and concurrent misses on one key share
-a single fetch (a `_Flight`) and its answer or error.
+a single fetch (a `Flight`) and its answer or error.
 
 docs/architecture.md ("The cache and its lock") says why the fetch is not in `__missing__`.
 """
@@ -14,72 +14,16 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from typing import NamedTuple
 
 from proxy.entries import ABSENT, CacheStats, Entries
-from proxy.errors import BackendError, BackendTimeout, BackendUnavailable
+from proxy.errors import BackendError, BackendTimeout, BackendUnavailable, WrongType
+from proxy.reads import Fetched, Flight, Load, LoadMany, Read
+
+__all__ = ["Fetched", "Load", "LoadMany", "Read", "ReadThroughCache"]
 
 # The failures that mean Redis is down or too slow: a stale value may answer them. Redis
 # refusing the read (WRONGTYPE, ACL, OOM) is an answer, not an outage.
 OUTAGES = (BackendUnavailable, BackendTimeout)
-
-
-class Fetched(NamedTuple):
-    """One key as read from Redis: its value (None if absent) and, if Redis will expire it,
-    the seconds it has left (its PTTL, read in the same round trip)."""
-
-    value: bytes | None
-    ttl: float | None = None
-
-
-# Reads one key from Redis: its value and seconds to live, as Fetched (or a plain pair).
-Load = Callable[[bytes], tuple["bytes | None", "float | None"]]
-
-
-class Read(NamedTuple):
-    """What one lookup found and how: `value` is None if Redis has none."""
-
-    value: bytes | None
-    hit: bool  # answered from the map (a value, or a key remembered as absent)
-    stored: bool = False  # fetched and now held, so the next read is a hit
-    collapsed: bool = False  # answered by another request's fetch of the same key
-    stale: bool = False  # Redis failed: the value held past its TTL (CACHE_STALE_IF_ERROR)
-
-    @property
-    def outcome(self) -> str:
-        """The label metrics and the access log count this read under."""
-        if self.stale:
-            return "stale"
-        if self.value is None:
-            return "not_found"
-        return "hit" if self.hit else "miss"
-
-
-class _Flight:
-    """One fetch in progress, shared by every miss on its key until it completes."""
-
-    __slots__ = ("_done", "_error", "_read", "stale")
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._read = Read(None, False)
-        self._error: BaseException | None = None
-        self.stale = False  # invalidated while fetching: answer the waiters, but do not store
-
-    def finish(self, read: Read) -> None:
-        self._read = read
-        self._done.set()
-
-    def fail(self, error: BaseException) -> None:
-        self._error = error
-        self._done.set()
-
-    def result(self) -> Read:
-        """What the fetch answered, as a waiter on it sees it."""
-        self._done.wait()
-        if self._error is not None:
-            raise self._error
-        return self._read._replace(collapsed=True)
 
 
 class ReadThroughCache:
@@ -96,6 +40,8 @@ class ReadThroughCache:
         max_item_bytes: int | None = None,
         negative_ttl: float = 0.0,
         stale_if_error: float = 0.0,
+        load_many: LoadMany | None = None,
+        batch_size: int = 1000,
     ) -> None:
         self.stats = CacheStats()
         self._entries = Entries(
@@ -105,8 +51,12 @@ class ReadThroughCache:
         self._negative_ttl = negative_ttl  # how long a key Redis lacks is remembered (0: not)
         self._timer = timer
         self._load = load
+        # Many keys in one round trip, at most `batch_size` at a time (MGET's misses); without
+        # it, one by one.
+        self._load_many = load_many
+        self._batch_size = batch_size
         self._lock = threading.Lock()
-        self._flights: dict[bytes, _Flight] = {}
+        self._flights: dict[bytes, Flight] = {}
         self._storing = True  # False while invalidations cannot reach us (see suspend())
 
     @property
@@ -165,36 +115,157 @@ class ReadThroughCache:
         The map is indexed again even after a peek missed: another request may have stored
         the key since, and that is what lets concurrent misses share one fetch.
         """
-        entries = self._entries
         with self._lock:
-            self.stats.lookups += 1
-            try:
-                value = entries[key]
-            except KeyError:
-                pass
-            else:
-                if not ((entries.deadlines or entries.fresh_until) and entries.spoiled(key)):
-                    if value is ABSENT:
-                        self.stats.negative_hits += 1
-                        return Read(None, True)
-                    return Read(value, True)
-            flight = self._flights.get(key)
-            if flight is None:
-                flight = self._flights[key] = _Flight()
-                self.stats.fetches += 1
-                leader = True
-            else:
-                self.stats.coalesced += 1
-                leader = False
+            held = self._held(key)
+            if held is not None:
+                return held
+            flight, leader = self._board(key)
         if leader:
             return self._fetch(key, flight)
+        return self._join(flight)
+
+    def _held(self, key: bytes) -> Read | None:
+        """The fresh entry under `key` as a hit, or None (under the lock)."""
+        entries = self._entries
+        self.stats.lookups += 1
+        try:
+            value = entries[key]
+        except KeyError:
+            return None
+        if (entries.deadlines or entries.fresh_until) and entries.spoiled(key):
+            return None
+        if value is ABSENT:
+            self.stats.negative_hits += 1
+            return Read(None, True)
+        return Read(value, True)
+
+    def _board(self, key: bytes, done: threading.Event | None = None) -> tuple[Flight, bool]:
+        """The fetch of `key` in progress, joined, or a new one led (under the lock), whose
+        waiters wait on `done` if given (shared by the keys of one round trip)."""
+        flight = self._flights.get(key)
+        if flight is not None:
+            self.stats.coalesced += 1
+            return flight, False
+        flight = self._flights[key] = Flight(done)
+        self.stats.fetches += 1
+        return flight, True
+
+    def _join(self, flight: Flight) -> Read:
         found = flight.result()
         if found.stale:
             with self._lock:
                 self.stats.stale_answers += 1
         return found
 
-    def _fetch(self, key: bytes, flight: _Flight) -> Read:
+    def lookup_many(self, keys: list[bytes]) -> list[Read | WrongType]:
+        """Each key's Read, in order, as lookup() would find it, but the keys that are neither
+        held nor being fetched are fetched together: at most `batch_size` in one round trip
+        to Redis. A key of another type is WrongType in its place. If a round trip fails,
+        every waiter of every key in it gets the error (or a stale value), as does the caller."""
+        found: dict[bytes, Read | WrongType] = {}
+        joined: dict[bytes, Flight] = {}
+        led: dict[bytes, Flight] = {}
+        done = threading.Event()  # the waiters' event for the current round trip's keys
+        with self._lock:
+            for key in dict.fromkeys(keys):  # each key once, in order
+                held = self._held(key)
+                if held is not None:
+                    found[key] = held
+                    continue
+                if led and len(led) % self._batch_size == 0:
+                    done = threading.Event()
+                flight, leader = self._board(key, done)
+                (led if leader else joined)[key] = flight
+        if led:
+            found.update(self._fetch_many(led))
+        for key, flight in joined.items():
+            try:
+                found[key] = self._join(flight)
+            except WrongType as exc:
+                found[key] = exc
+        return [found[key] for key in keys]
+
+    def _fetch_many(self, led: dict[bytes, Flight]) -> dict[bytes, Read | WrongType]:
+        """Fetch the keys `led` in chunks of `batch_size`, one round trip each; a failure
+        ends every flight still led (so no waiter is left behind) and is raised."""
+        found: dict[bytes, Read | WrongType] = {}
+        keys = list(led)
+        for at in range(0, len(keys), self._batch_size):
+            chunk = keys[at : at + self._batch_size]
+            started = self._timer()
+            try:
+                answers = self._load_chunk(chunk)
+            except BaseException as exc:
+                if not self._fail_all(keys[at:], led, exc, found):
+                    raise
+                return found  # Redis failed, and every key left had a stale value
+            found.update(self._keep_chunk(chunk, answers, led, started))
+        return found
+
+    def _load_chunk(self, keys: list[bytes]) -> list[tuple[bytes | None, float | None] | WrongType]:
+        if self._load_many is not None:
+            return self._load_many(keys)
+        answers: list[tuple[bytes | None, float | None] | WrongType] = []
+        for key in keys:
+            try:
+                answers.append(self._load(key))
+            except WrongType as exc:
+                answers.append(exc)
+        return answers
+
+    def _keep_chunk(
+        self,
+        chunk: list[bytes],
+        answers: list[tuple[bytes | None, float | None] | WrongType],
+        led: dict[bytes, Flight],
+        started: float,
+    ) -> dict[bytes, Read | WrongType]:
+        """Hold what a round trip answered, as _fetch does for one key, then answer each
+        key's waiters."""
+        found: dict[bytes, Read | WrongType] = {}
+        with self._lock:
+            for key, answer in zip(chunk, answers, strict=True):
+                del self._flights[key]
+                self._entries.discard(key)
+                if isinstance(answer, WrongType):
+                    found[key] = answer
+                    continue
+                value, ttl = answer
+                keep = self._storing and not led[key].stale
+                found[key] = Read(
+                    value, False, stored=keep and self._keep(key, value, ttl, started)
+                )
+        for key, read in found.items():
+            if isinstance(read, WrongType):
+                led[key].fail(read, signal=False)
+            else:
+                led[key].finish(read, signal=False)
+        led[chunk[0]].signal()  # the chunk's keys share one event
+        return found
+
+    def _fail_all(
+        self,
+        keys: list[bytes],
+        led: dict[bytes, Flight],
+        exc: BaseException,
+        found: dict[bytes, Read | WrongType],
+    ) -> bool:
+        """End the flights of `keys` after a failed round trip: a stale value where
+        CACHE_STALE_IF_ERROR has one, else the error. Whether every key had a stale value."""
+        covered = True
+        for key in keys:
+            stale = self._failed(key, exc)
+            if stale is None:
+                led[key].fail(exc, signal=False)
+                covered = False
+            else:
+                led[key].finish(stale, signal=False)
+                found[key] = stale
+        for key in keys:  # (a rare path: an event set again costs little)
+            led[key].signal()
+        return covered
+
+    def _fetch(self, key: bytes, flight: Flight) -> Read:
         """Load `key` from Redis for every waiter of `flight`. What was held for the key is
         older than this answer, so it goes; the answer is held in its place unless the key
         changed meanwhile. If Redis is down or too slow, a value held past its TTL for less

@@ -14,7 +14,7 @@ from functools import partial
 from flask import Flask
 
 from proxy.access import Access
-from proxy.backend import Backend
+from proxy.backend import MAX_BATCH_KEYS, Backend
 from proxy.cache import ReadThroughCache
 from proxy.config import Settings
 from proxy.failover import MasterWatch
@@ -59,6 +59,8 @@ class Service:
             max_item_bytes=settings.cache_max_item_bytes,
             negative_ttl=settings.cache_negative_ttl,
             stale_if_error=settings.cache_stale_if_error,
+            load_many=backend.get_many,
+            batch_size=MAX_BATCH_KEYS,
         )
         invalidator = Invalidator(cache, backend) if tracking else None
         access = Access(settings.proxy_password, settings.key_patterns, settings.protected)

@@ -653,3 +653,141 @@ def test_a_waiter_is_told_its_answer_was_collapsed_and_stored() -> None:
         Read(b"v", False, stored=True),
         Read(b"v", False, stored=True, collapsed=True),
     ]
+
+
+class FakeMget(FakeRedis):
+    """FakeRedis with Backend.get_many's shape: one call per round trip, keys of another
+    type as WrongType; `gate` (if set) holds every round trip until released."""
+
+    def __init__(self, data: dict[bytes, bytes] | None = None) -> None:
+        super().__init__(data)
+        self.batches: list[list[bytes]] = []
+        self.lists: set[bytes] = set()  # keys of another type
+        self.error: Exception | None = None
+        self.gate: threading.Event | None = None
+        self.started = threading.Event()
+
+    def many(self, keys) -> list[Any]:
+        self.batches.append(list(keys))
+        self.started.set()
+        if self.gate is not None:
+            assert self.gate.wait(DEADLINE)
+        if self.error is not None:
+            raise self.error
+        return [
+            WrongType("list")
+            if key in self.lists
+            else Fetched(self.data.get(key), self.ttls.get(key))
+            for key in keys
+        ]
+
+
+def batch_cache(redis: FakeMget, timer=None, **options: Any) -> ReadThroughCache:
+    return make_cache(
+        redis, maxsize=100, timer=timer, load_many=redis.many, batch_size=3, **options
+    )
+
+
+def values(reads) -> list[Any]:
+    return [read if isinstance(read, WrongType) else read.value for read in reads]
+
+
+def test_the_misses_of_many_keys_are_fetched_together_in_chunks() -> None:
+    redis = FakeMget({b"a": b"1", b"b": b"2", b"c": b"3", b"d": b"4", b"e": b"5"})
+    cache = batch_cache(redis)
+    cache.lookup(b"b")  # held already: not fetched again
+    reads = cache.lookup_many([b"a", b"b", b"c", b"x", b"d", b"e", b"a"])
+    assert values(reads) == [b"1", b"2", b"3", None, b"4", b"5", b"1"]
+    assert redis.batches == [[b"a", b"c", b"x"], [b"d", b"e"]]  # one round trip per 3 keys
+    assert redis.calls == {b"b": 1}  # the single lookup, and nothing key by key
+    assert [read.hit for read in reads] == [False, True, False, False, False, False, False]  # type: ignore[union-attr]
+    assert values(cache.lookup_many([b"a", b"c", b"e"])) == [b"1", b"3", b"5"]
+    assert len(redis.batches) == 2  # all held now
+
+
+def test_each_key_of_a_batch_keeps_its_own_redis_ttl() -> None:
+    timer = FakeTimer()
+    redis = FakeMget({b"short": b"s", b"long": b"l"})
+    redis.ttls[b"short"] = 1.0
+    cache = batch_cache(redis, timer=timer)
+    cache.lookup_many([b"short", b"long"])
+    timer.now = 1.5
+    assert cache.peek(b"short") is None  # Redis has expired it: so has the cache
+    assert cache.peek(b"long") == b"l"
+
+
+def test_a_key_of_another_type_is_wrong_type_in_its_place() -> None:
+    redis = FakeMget({b"a": b"1"})
+    redis.lists.add(b"l")
+    reads = batch_cache(redis).lookup_many([b"a", b"l"])
+    assert values(reads)[0] == b"1" and isinstance(reads[1], WrongType)
+
+
+def test_a_batch_shares_fetches_in_flight_both_ways() -> None:
+    redis = FakeMget({b"a": b"1", b"b": b"2"})
+    redis.gate = threading.Event()
+    cache = batch_cache(redis)
+    results: dict[str, Any] = {}
+    batch = threading.Thread(target=lambda: results.update(many=cache.lookup_many([b"a", b"b"])))
+    batch.start()
+    assert redis.started.wait(DEADLINE)
+    single = threading.Thread(target=lambda: results.update(one=cache.lookup(b"a")))
+    single.start()
+    wait_until(lambda: cache.stats.coalesced == 1)  # the GET joined the batch's fetch
+    redis.gate.set()
+    batch.join(DEADLINE)
+    single.join(DEADLINE)
+    assert results["one"] == Read(b"1", False, stored=True, collapsed=True)
+    assert values(results["many"]) == [b"1", b"2"]
+    assert redis.batches == [[b"a", b"b"]] and redis.calls == {}
+
+
+def test_a_failed_round_trip_reaches_every_waiter_and_fetches_nothing_more() -> None:
+    redis = FakeMget({b"a": b"1"})
+    redis.gate = threading.Event()
+    redis.error = BackendUnavailable("down")
+    cache = batch_cache(redis)
+    errors: list[BaseException] = []
+
+    def run(read: Callable[[], object]) -> None:
+        try:
+            read()
+        except BackendError as exc:
+            errors.append(exc)
+
+    keys = [b"a", b"b", b"c", b"d", b"e"]  # two chunks: the second is never fetched
+    batch = threading.Thread(target=run, args=(lambda: cache.lookup_many(keys),))
+    batch.start()
+    assert redis.started.wait(DEADLINE)
+    waiters = [
+        threading.Thread(target=run, args=(lambda k=k: cache.lookup(k),)) for k in (b"a", b"e")
+    ]
+    for waiter in waiters:
+        waiter.start()
+    wait_until(lambda: cache.stats.coalesced == 2)
+    redis.gate.set()
+    for thread in (batch, *waiters):
+        thread.join(DEADLINE)
+    assert len(errors) == 3 and all(isinstance(exc, BackendUnavailable) for exc in errors)
+    assert len(redis.batches) == 1
+    redis.error, redis.gate = None, None
+    assert values(cache.lookup_many(keys)) == [b"1", None, None, None, None]  # nothing held
+
+
+def test_stale_values_answer_a_failed_batch_where_they_cover_it() -> None:
+    timer = FakeTimer()
+    redis = FakeMget({b"a": b"1", b"b": b"2"})
+    cache = batch_cache(redis, timer=timer, stale_if_error=30.0)
+    cache.lookup_many([b"a", b"b"])
+    timer.now = 15.0  # past the TTL of 10 s, within the stale window
+    redis.error = BackendTimeout("slow")
+    reads = cache.lookup_many([b"a", b"b"])
+    assert [(r.value, r.stale) for r in reads] == [(b"1", True), (b"2", True)]  # type: ignore[union-attr]
+    with pytest.raises(BackendTimeout):
+        cache.lookup_many([b"a", b"never-held"])
+
+
+def test_without_a_batch_loader_keys_are_fetched_one_by_one() -> None:
+    redis = FakeRedis({b"a": b"1"})
+    assert values(make_cache(redis).lookup_many([b"a", b"b"])) == [b"1", None]
+    assert redis.calls == {b"a": 1, b"b": 1}

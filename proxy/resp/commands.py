@@ -57,6 +57,7 @@ class Spec:
 
 
 NOPERM = wire.error("NOPERM No permissions to access a key")
+NIL = Read(None, False)  # an MGET's answer for a key of another type
 
 
 def execute(session: Session, command: list[bytes]) -> Result:
@@ -105,7 +106,8 @@ def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]] | bytes:
     protocol = session.protocol
 
     def read_all(cache: ReadThroughCache) -> list[Read]:
-        return [_string_or_none(cache, key) for key in args]
+        # the misses in one round trip to Redis; a key of another type is nil, as in Redis
+        return [NIL if isinstance(read, WrongType) else read for read in cache.lookup_many(args)]
 
     def render(found: list[Read]) -> tuple[wire.Pieces, str]:
         outcome = "hit" if all(read.hit for read in found) else "miss"
@@ -117,13 +119,6 @@ def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]] | bytes:
         return pieces, outcome
 
     return Deferred(read_all, render)
-
-
-def _string_or_none(cache: ReadThroughCache, key: bytes) -> Read:
-    try:
-        return cache.lookup(key)
-    except WrongType:
-        return Read(None, False)  # MGET answers nil for a key of another type, as Redis does
 
 
 def ping(session: Session, args: list[bytes]) -> bytes:
