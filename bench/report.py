@@ -33,6 +33,8 @@ class Result:
         return self.unit == "req/s"
 
     def describe(self) -> str:
+        if self.unit == "ms":
+            return f"{self.name}: {self.value:.2f} ms (median), worst {self.p99_ms:.2f} ms"
         if not self.timed:
             return f"{self.name}: {self.value:,.0f} {self.unit}"
         return (
@@ -138,6 +140,21 @@ TARGETS = [
         "{:.3f}×",
     ),
     Target(
+        "HTTP hit with 1,000,000 keys cached ≥ 0.9× with 10,000 (50 conn)",
+        _ratio("HTTP hit, 1,000,000 keys cached"),
+        lambda v: v >= 0.9,
+        "{:.3f}×",
+    ),
+    Target(
+        "cold MGET of 1,000 keys within 3× redis-server's own MGET",
+        lambda results: (
+            _value("cold MGET of 1,000 keys, proxy", 1)(results)
+            / _value("cold MGET of 1,000 keys, redis-server", 1)(results)
+        ),
+        lambda v: v <= 3.0,
+        "{:.1f}×",
+    ),
+    Target(
         "100 concurrent misses on one key → 1 backend GET",
         _value("100 concurrent misses on one key", 100),
         lambda v: v == 1,
@@ -176,7 +193,7 @@ def markdown(results: list[Result], settings: dict[str, str], method: str) -> st
     ]
     for r in results:
         ratio = ratio_to_floor(results, r)
-        shown = f"{r.value:,.0f} {r.unit}"
+        shown = f"{r.value:.2f} ms" if r.unit == "ms" else f"{r.value:,.0f} {r.unit}"
         latency = (f"{r.p50_ms:.2f} ms", f"{r.p99_ms:.2f} ms") if r.timed else ("", "")
         by_round = ", ".join(f"{x:.2f}" for x in round_ratios(results, r))
         lines.append(

@@ -45,6 +45,16 @@ from bench.anchors import (
 )
 from bench.report import Result, write_report
 from bench.resp_ceiling import running_ceiling
+from bench.scaling import (
+    HIT_LARGE,
+    LARGE,
+    MGET_FIRST_KEY,
+    cold_keys_needed,
+    cold_mgets,
+    memory_at_large,
+    scaling_chart,
+    seed_range,
+)
 from bench.workload import CAPACITY, HOT_KEYS, VALUE, key_name
 from harness.certs import make_certificates
 from harness.servers import ROOT, Proxy, RedisServer, reserve_port
@@ -74,6 +84,7 @@ SECURED = {"PROXY_PASSWORD": PASSWORD}
 HIT_PASSWORD = "HTTP hit, with a password"
 HIT_TLS = "HTTP hit, TLS and a password"
 RESP_PASSWORD = "RESP hit, with a password"
+LARGE_CACHE = {"CACHE_MAXSIZE": str(LARGE)}  # the hit scenario's million keys, all cached
 
 
 def main() -> int:
@@ -93,6 +104,8 @@ def main() -> int:
         results = run_all(Path(scratch))
     method = f"{ROUNDS} interleaved rounds of {ROUND_SECONDS} s per scenario"
     write_report(results, OUT, PROXY_SETTINGS, method)
+    scaling_chart(results, OUT / "scaling.png")
+    print(f"bench: wrote {OUT / 'scaling.png'}")
     return 0
 
 
@@ -123,16 +136,19 @@ def measure_servers(scratch: Path, backing: RedisServer) -> list[Result]:
         {**PROXY_SETTINGS, **SECURED, **tls},
         client_tls=client_tls,
     )
-    servers = (floor, sequential, proxy, secured, over_tls)
+    large = start(scratch, backing, "gunicorn.conf.py", {**PROXY_SETTINGS, **LARGE_CACHE})
+    servers = (floor, sequential, proxy, secured, over_tls, large)
     try:
         # The floor answers any key with its constant; a 404 would mean the proxy answering.
         assert floor.get("/get/absent-from-redis").status_code == 200, "the floor is not served"
         warm(proxy, sequential, secured, over_tls)
+        results = [progress(memory_at_large(large, rss_bytes))]  # fills the large cache
         with running_anchors(scratch, backing.port) as anchors:
             warm_varnish(anchors.varnish_url)
-            results = http_scenarios(scratch, servers[1:], floor, anchors)
+            results += http_scenarios(scratch, servers[1:], floor, anchors)
             with running_ceiling() as ceiling_port:
                 results += resp_scenarios((proxy, secured), backing, ceiling_port, anchors)
+        results += [progress(result) for result in cold_mgets(proxy, backing.port)]
         results.append(coalescing(proxy, backing))
     finally:
         for server in servers:
@@ -158,12 +174,10 @@ def start(
 
 
 def seed(client: redis.Redis) -> None:
-    pipe = client.pipeline(transaction=False)
-    for i in range(max(SPREAD_KEYS, MEMORY_ENTRIES)):
-        pipe.set(key_name(i), VALUE)
-        if i % 10_000 == 9_999:
-            pipe.execute()
-    pipe.execute()
+    """Every key a scenario reads: the large cache's million (which include the HTTP and
+    memory scenarios' keys) and the cold MGETs' own."""
+    seed_range(client, 0, max(SPREAD_KEYS, MEMORY_ENTRIES, LARGE))
+    seed_range(client, MGET_FIRST_KEY, MGET_FIRST_KEY + cold_keys_needed())
 
 
 def warm(*proxies: Proxy) -> None:
@@ -293,14 +307,15 @@ def _wrk_ms(match: re.Match[str] | None) -> float:
 def http_scenarios(
     scratch: Path, proxies: tuple[Proxy, ...], floor: Proxy, anchors: Anchors
 ) -> list[Result]:
-    """`proxies`: the proxy at MAX_PARALLEL=1, as configured, with a password, and with TLS
-    and a password."""
-    sequential, proxy, secured, over_tls = proxies
+    """`proxies`: the proxy at MAX_PARALLEL=1, as configured, with a password, with TLS and
+    a password, and with a million keys cached."""
+    sequential, proxy, secured, over_tls, large = proxies
     cached = wrk_script(scratch, "cached", HTTP_KEYS)
     spread = wrk_script(scratch, "spread", SPREAD_KEYS)
     on_webdis = wrk_script(scratch, "webdis", HTTP_KEYS, webdis_path("key:%012d"))
     results = []
-    for connections in (1, 50):
+    million = wrk_script(scratch, "million", LARGE)
+    for connections in (1, 10, 50):  # misses at 1, 10 and 50 clients (bench/scaling.py)
         measures = [
             wrk("HTTP floor (minimal Flask)", floor.url, cached, connections, None),
             wrk("HTTP hit", proxy.url, cached, connections, "HTTP floor (minimal Flask)"),
@@ -308,6 +323,7 @@ def http_scenarios(
         ]
         if connections == 50:  # where the targets are: what a user would run instead
             measures.append(wrk(HIT_SEQUENTIAL, sequential.url, cached, connections, None))
+            measures.append(wrk(HIT_LARGE, large.url, million, connections, "HTTP hit"))
             for name, server in ((HIT_PASSWORD, secured), (HIT_TLS, over_tls)):
                 measures.append(
                     wrk(name, server.url, cached, connections, "HTTP hit", password=PASSWORD)
@@ -319,7 +335,7 @@ def http_scenarios(
                 wrk(WEBDIS, anchors.webdis_url, on_webdis, connections, None, anchor=True)
             )
         # Misses evict cached keys: every round starts with them all cached again.
-        results += interleaved(measures, partial(warm, *proxies))
+        results += interleaved(measures, partial(warm, *proxies[:4]))
     return results
 
 
