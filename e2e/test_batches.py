@@ -88,3 +88,20 @@ def test_cold_mget_latency_against_redis_s_own(start_proxy, redis_factory, key) 
             assert through.mget(names) == [b"x" * 100] * size
             ratios.append((time.perf_counter() - started) / own)
         print(f"cold MGET of {size} keys: {statistics.median(ratios):.1f}x redis-server's own")
+
+
+def test_pipelined_get_misses_are_fetched_together(start_proxy, redis_factory, key) -> None:
+    backing = redis_factory()
+    names = [key(f"p{i}") for i in range(300)]
+    backing.client.mset({name: b"v" for name in names})
+    backing.client.delete(names[5])
+    backing.client.rpush(names[5], b"a list")
+    proxy = start_proxy(backing)
+    pipe = redis.Redis(port=proxy.resp_port, socket_timeout=10).pipeline(transaction=False)
+    for name in names:
+        pipe.get(name)
+    answers = pipe.execute(raise_on_error=False)
+    assert isinstance(answers[5], redis.ResponseError) and "WRONGTYPE" in str(answers[5])
+    assert answers[:5] + answers[6:] == [b"v"] * 299  # in order, each its own reply
+    assert backing.get_calls("get") == 0
+    assert 1 <= backing.get_calls("mget") <= 3  # one per run read (a read may split a run)

@@ -13,7 +13,17 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 from proxy.cache import Read, ReadThroughCache
-from proxy.errors import WrongType
+from proxy.errors import (
+    AccessDenied,
+    AuthRequired,
+    BackendError,
+    BackendTimeout,
+    BackendUnavailable,
+    InvalidKey,
+    ProxyError,
+    WrongPassword,
+    WrongType,
+)
 from proxy.resp import codec as wire
 from proxy.resp import handshake
 from proxy.resp.session import Session
@@ -21,13 +31,33 @@ from proxy.resp.session import Session
 T = TypeVar("T")
 
 
+# The error map: a typed error -> the RESP error line. `{}` is the error's own message.
+ERROR_MAP: dict[type[ProxyError], str] = {
+    AuthRequired: "NOAUTH Authentication required.",
+    WrongPassword: "WRONGPASS invalid username-password pair or user is disabled.",
+    AccessDenied: "NOPERM No permissions to access a key",
+    WrongType: "WRONGTYPE Operation against a key holding the wrong kind of value",
+    BackendTimeout: "TRYAGAIN {}",
+    BackendUnavailable: "TRYAGAIN {}",
+    BackendError: "ERR backend: {}",
+    InvalidKey: "ERR {}",
+}
+
+
+def error_reply(exc: ProxyError) -> bytes:
+    template = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
+    return wire.error(template.format(exc))
+
+
 @dataclass(frozen=True)
 class Deferred(Generic[T]):
     """A read that may wait on Redis: `work` runs off the loop over the cache; `render` turns
-    its result into the reply and the outcome counted in metrics."""
+    its result into the replies and the outcome counted in metrics; `requests`: how many
+    commands it answers (a run of GETs: one reply each, an error once for each)."""
 
     work: Callable[[ReadThroughCache], T]
     render: Callable[[T], tuple[wire.Pieces, str]]
+    requests: int = 1
 
 
 @dataclass(frozen=True)
@@ -94,6 +124,30 @@ def read_key(protocol: int, key: bytes) -> Deferred[Read]:
     return Deferred(lambda cache: cache.lookup(key), render)
 
 
+def read_keys(protocol: int, keys: list[bytes]) -> Deferred[list[Read | WrongType]]:
+    """A run of pipelined GETs the peek stopped at: looked up together off the loop (their
+    misses in one round trip), a reply each, WRONGTYPE for a key of another type."""
+
+    def render(found: list[Read | WrongType]) -> tuple[wire.Pieces, str]:
+        pieces: wire.Pieces = []
+        for read in found:
+            if isinstance(read, WrongType):
+                pieces.append(error_reply(read))
+            else:
+                pieces += wire.bulk_or_null(read.value, protocol)
+        return pieces, _outcome([read for read in found if not isinstance(read, WrongType)])
+
+    return Deferred(lambda cache: cache.lookup_many(keys), render, len(keys))
+
+
+def _outcome(found: list[Read]) -> str:
+    """One outcome for many reads (an MGET, a run of GETs): not_found if none had a value,
+    hit if all were hits, else miss."""
+    if all(read.value is None for read in found):
+        return "not_found"
+    return "hit" if all(read.hit for read in found) else "miss"
+
+
 def get(session: Session, args: list[bytes]) -> Deferred[Read] | bytes:
     if _forbidden(session, args):
         return NOPERM
@@ -110,13 +164,10 @@ def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]] | bytes:
         return [NIL if isinstance(read, WrongType) else read for read in cache.lookup_many(args)]
 
     def render(found: list[Read]) -> tuple[wire.Pieces, str]:
-        outcome = "hit" if all(read.hit for read in found) else "miss"
-        if all(read.value is None for read in found):
-            outcome = "not_found"
         pieces = [b"*%d\r\n" % len(found)]
         for read in found:  # values by reference: an MGET of a large value N times is no copy
             pieces += wire.bulk_or_null(read.value, protocol)
-        return pieces, outcome
+        return pieces, _outcome(found)
 
     return Deferred(read_all, render)
 

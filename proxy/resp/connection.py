@@ -23,21 +23,13 @@ from proxy.access import PROTECTED_MODE_MESSAGE
 from proxy.cache import ReadThroughCache
 from proxy.config import host_port
 from proxy.errors import (
-    AccessDenied,
-    AuthRequired,
-    BackendError,
-    BackendTimeout,
-    BackendUnavailable,
-    InvalidKey,
     ProtocolError,
     ProxyError,
-    WrongPassword,
-    WrongType,
 )
 from proxy.metrics import Recorder
 from proxy.resp import codec as wire
 from proxy.resp import commands
-from proxy.resp.commands import Close, Deferred, Result
+from proxy.resp.commands import Close, Deferred, Result, error_reply
 from proxy.resp.link import Link
 from proxy.resp.pool import MissPool
 from proxy.resp.session import Session
@@ -45,6 +37,9 @@ from proxy.resp.session import Session
 log = logging.getLogger(__name__)
 
 MAX_GET_RUN = 64  # pipelined GETs peeked under one cache-lock acquisition
+# Pipelined GETs whose misses are looked up together, in one round trip to Redis (they are
+# answered together too, so a long run is bounded like a long MGET).
+MAX_MISS_RUN = 1000
 # Commands one connection has answered in one turn of the loop before the others get theirs:
 # a 100,000-GET pipeline then delays other clients by a batch, not by the whole pipeline.
 MAX_BATCH = 512
@@ -54,23 +49,6 @@ INPUT_SLICE = 32 * 1024
 Queued = bytes | list[bytes]  # a GET's key, or any other command
 INTERNAL_ERROR = wire.error("ERR internal error in the proxy (logged)")
 DENIED = wire.error("DENIED " + PROTECTED_MODE_MESSAGE)
-
-# The error map: a typed error -> the RESP error line. `{}` is the error's own message.
-ERROR_MAP: dict[type[ProxyError], str] = {
-    AuthRequired: "NOAUTH Authentication required.",
-    WrongPassword: "WRONGPASS invalid username-password pair or user is disabled.",
-    AccessDenied: "NOPERM No permissions to access a key",
-    WrongType: "WRONGTYPE Operation against a key holding the wrong kind of value",
-    BackendTimeout: "TRYAGAIN {}",
-    BackendUnavailable: "TRYAGAIN {}",
-    BackendError: "ERR backend: {}",
-    InvalidKey: "ERR {}",
-}
-
-
-def error_reply(exc: ProxyError) -> bytes:
-    template = next(ERROR_MAP[cls] for cls in type(exc).__mro__ if cls in ERROR_MAP)
-    return wire.error(template.format(exc))
 
 
 def address(name: Any) -> str:
@@ -234,17 +212,15 @@ class Connection(asyncio.Protocol):
         return True
 
     def _answer_run(self, keys: list[bytes], started: float) -> None:
-        """Answer the leading hits of a run of GETs; the first miss goes to the pool."""
+        """Answer the leading hits of a run of GETs; from the first miss on, they go to the
+        pool together (process())."""
         values = self.cache.peek_run(keys)
         hits = len(values)
         if hits:
             self.link.send(wire.bulks(values))
             self.stats.record("hit", time.perf_counter() - started, hits)
-        if hits < len(keys):  # keys[hits] was peeked and missed; the rest wait their turn
-            self.queue.extend(keys[hits + 1 :])
-            self._miss(keys[hits])
-            if self.queue:  # as _enqueue: no more reading while some wait
-                self.link.pause_reading()
+        if hits < len(keys):  # keys[hits] missed: it and the rest are fetched together
+            self._enqueue(keys[hits:])
 
     def _miss(self, key: bytes) -> None:
         """A GET the peek did not find: to a thread now, or first in line for one."""
@@ -275,14 +251,16 @@ class Connection(asyncio.Protocol):
                 if answered:
                     budget -= answered
                     continue
-                result: Result = commands.read_key(self.session.protocol, head)
+                result: Result = commands.read_keys(self.session.protocol, self._get_run())
             else:
                 result = self._execute(head)
             if isinstance(result, Deferred) and self.pool.full:  # it needs a thread: wait
                 self.pool.wait_for_slot(self)  # (deferred commands are pure: run again then)
                 break
-            queue.popleft()
-            budget -= 1
+            owed = result.requests if isinstance(result, Deferred) else 1
+            for _ in range(owed):
+                queue.popleft()
+            budget -= owed
             self._apply(result, replies)
         if replies:
             self.link.send(replies)
@@ -295,6 +273,16 @@ class Connection(asyncio.Protocol):
         except Exception:
             log.exception("RESP command failed")
             return INTERNAL_ERROR
+
+    def _get_run(self) -> list[bytes]:
+        """The GETs at the head of the queue (a run the peek stopped at): their misses go to
+        Redis together, one round trip per MAX_BATCH_KEYS."""
+        keys: list[bytes] = []
+        for request in self.queue:
+            if not isinstance(request, bytes) or len(keys) == MAX_MISS_RUN:
+                break
+            keys.append(request)
+        return keys
 
     def _answer_hits(self, replies: list[bytes]) -> int:
         """Peek the run of GETs at the head of the queue; answer its leading hits (how many)."""
@@ -351,11 +339,11 @@ class Connection(asyncio.Protocol):
         try:
             reply, outcome = deferred.render(future.result())
         except ProxyError as exc:
-            reply, outcome = [error_reply(exc)], "error"
+            reply, outcome = [error_reply(exc)] * deferred.requests, "error"
         except Exception:
             log.exception("RESP request failed")
-            reply, outcome = [INTERNAL_ERROR], "error"
-        self.stats.record(outcome, time.perf_counter() - started)
+            reply, outcome = [INTERNAL_ERROR] * deferred.requests, "error"
+        self.stats.record(outcome, time.perf_counter() - started, deferred.requests)
         if not self.closed:
             self.link.send(reply)
             self.process()
