@@ -99,7 +99,7 @@ class Access:
         """Count a refusal; log it, at most once per interval for each kind."""
         with self._lock:
             self.refusals[protocol, reason] += 1
-        host = peer[0] if isinstance(peer, tuple) and peer else peer or "?"
+        host = _host(peer) or "?"
         self._warnings.warn(
             "%s client %s refused: %s", protocol.upper(), host, reason, kind=protocol + reason
         )
@@ -115,9 +115,14 @@ def _basic(credentials: bytes) -> tuple[bytes, bytes]:
     return user, password
 
 
+def _host(peer: object) -> object:
+    """The host of a socket address (a tuple), or `peer` itself (a host already, or None)."""
+    return peer[0] if isinstance(peer, tuple) and peer else peer
+
+
 def is_loopback_peer(peer: object) -> bool:
     """Is a socket address on this host's loopback (127.0.0.0/8, ::1, or v4-mapped)?"""
-    host = peer[0] if isinstance(peer, tuple) and peer else peer
+    host = _host(peer)
     if not isinstance(host, str):
         return False
     try:

@@ -32,6 +32,7 @@ from proxy.errors import (
     WrongType,
 )
 from proxy.logs import RateLimitedLog
+from proxy.reads import Answer
 
 log = logging.getLogger(__name__)
 # Keys per MGET the proxy sends Redis: a larger read of misses goes in chunks this long, each
@@ -40,8 +41,6 @@ MAX_BATCH_KEYS = 1000
 # Every key's PTTL in one command: what the proxy needs beside MGET's values, so that no entry
 # outlives the key in Redis, without a command per key.
 PTTLS = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
-# One key of a batch read: its value and seconds to live, or the error in its place.
-Answer = tuple[bytes | None, float | None] | WrongType
 PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
@@ -68,7 +67,14 @@ def _fetched(value: bytes | None, pttl: int) -> Answer:
     another type (its PTTL says it exists)."""
     if value is None and pttl != -2:
         return WrongType("the key holds a non-string value; only strings can be read")
-    return value, (None if value is None or pttl == -1 else max(pttl, 0) / 1000)
+    return value, _seconds_left(value, pttl)
+
+
+def _seconds_left(value: bytes | None, pttl: int) -> float | None:
+    """A read key's time to live from its PTTL (None: no expiry, or no value). -2 after a
+    value was read means the key expired between the two commands: no time left, so the
+    value is not to be cached."""
+    return None if value is None or pttl == -1 else max(pttl, 0) / 1000
 
 
 def error_code(exc: ResponseError) -> str:
@@ -150,47 +156,42 @@ class Backend:
     def get(self, key: bytes) -> tuple[bytes | None, float | None]:
         """The value stored under `key` (None when Redis has no such key) and, if Redis will
         expire it, the seconds it has left: GET and PTTL pipelined, one round trip."""
-        try:
-            with redis_errors_as_typed(self.timeout):
-                pipe = self._client.pipeline(transaction=False)
-                pipe.get(key)
-                pipe.pttl(key)
-                value, pttl = pipe.execute(raise_on_error=False)
-                if isinstance(value, ResponseError):
-                    raise value  # as GET alone raises it (WRONGTYPE...), not wrapped
-
-        except BackendError as exc:
-            if not isinstance(exc, WrongType):  # the client's mistake, not the backend's
-                self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
-            raise
-        # PTTL: -1 when the key has no expiry; -2 when it is gone, which after a GET that found
-        # a value means it expired between the two commands: no time left, so not to be cached.
-        ttl = None if value is None or pttl == -1 else max(pttl, 0) / 1000
-        return cast(bytes | None, value), ttl  # bytes, as decode_responses is off
+        with self._reading():
+            pipe = self._client.pipeline(transaction=False)
+            pipe.get(key)
+            pipe.pttl(key)
+            value, pttl = pipe.execute(raise_on_error=False)
+            if isinstance(value, ResponseError):
+                raise value  # as GET alone raises it (WRONGTYPE...), not wrapped
+        # bytes, as decode_responses is off
+        return cast(bytes | None, value), _seconds_left(value, pttl)
 
     def get_many(self, keys: Sequence[bytes]) -> list[Answer]:
         """Each key's value and seconds to live, for at most MAX_BATCH_KEYS keys, in one round
         trip: one MGET and every key's PTTL (one script call where Redis runs scripts, else
         a PTTL per key, pipelined). A key of another type is WRONGTYPE in its place."""
-        try:
-            with redis_errors_as_typed(self.timeout):
-                values, pttls = self._mget_with_pttls(keys)
-        except BackendError as exc:
-            self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
-            raise
+        with self._reading():
+            values, pttls = self._mget_with_pttls(keys)
         return [_fetched(value, pttl) for value, pttl in zip(values, pttls, strict=True)]
 
+    @contextmanager
+    def _reading(self) -> Iterator[None]:
+        """Redis's errors as the proxy's typed ones, each kind warned about at most once per
+        interval, but WRONGTYPE: the client's mistake, not the backend's."""
+        try:
+            with redis_errors_as_typed(self.timeout):
+                yield
+        except BackendError as exc:
+            if not isinstance(exc, WrongType):
+                self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
+            raise
+
     def _mget_with_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[int]]:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.mget(keys)
-        if not self._scripts_refused:
-            try:
-                if self._pttl_script is None:
-                    self._pttl_script = self._client.script_load(PTTLS)
-            except ResponseError:
-                self._scripts_refused = True
-        if self._pttl_script is not None and not self._scripts_refused:
-            pipe.evalsha(self._pttl_script, len(keys), *keys)
+        script = self._pttls_script()
+        if script is not None:
+            pipe = self._client.pipeline(transaction=False)
+            pipe.mget(keys)
+            pipe.evalsha(script, len(keys), *keys)
             values, pttls = pipe.execute(raise_on_error=False)
             if isinstance(values, ResponseError):
                 raise values  # the MGET itself refused (an ACL on the keys, say)
@@ -200,12 +201,21 @@ class Backend:
             # (scripts refused by an ACL): PTTL by PTTL from now on.
             self._pttl_script = None
             self._scripts_refused = error_code(pttls) != "NOSCRIPT"
-            pipe = self._client.pipeline(transaction=False)
-            pipe.mget(keys)
+        pipe = self._client.pipeline(transaction=False)
+        pipe.mget(keys)
         for key in keys:
             pipe.pttl(key)
         values, *pttls = pipe.execute()
         return values, pttls
+
+    def _pttls_script(self) -> str | None:
+        """The PTTLS script's SHA, loaded on first use; None where Redis refuses scripts."""
+        if self._pttl_script is None and not self._scripts_refused:
+            try:
+                self._pttl_script = self._client.script_load(PTTLS)
+            except ResponseError:
+                self._scripts_refused = True
+        return self._pttl_script
 
     def ping(self) -> None:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""

@@ -17,9 +17,9 @@ from collections.abc import Callable
 
 from proxy.entries import ABSENT, CacheStats, Entries
 from proxy.errors import BackendError, BackendTimeout, BackendUnavailable, WrongType
-from proxy.reads import Fetched, Flight, Load, LoadMany, Read
+from proxy.reads import Answer, Fetched, Flight, Load, LoadMany, Read
 
-__all__ = ["Fetched", "Load", "LoadMany", "Read", "ReadThroughCache"]
+__all__ = ["Answer", "Fetched", "Load", "LoadMany", "Read", "ReadThroughCache"]
 
 # The failures that mean Redis is down or too slow: a stale value may answer them. Redis
 # refusing the read (WRONGTYPE, ACL, OOM) is an answer, not an outage.
@@ -202,10 +202,10 @@ class ReadThroughCache:
             found.update(self._keep_chunk(chunk, answers, led, started))
         return found
 
-    def _load_chunk(self, keys: list[bytes]) -> list[tuple[bytes | None, float | None] | WrongType]:
+    def _load_chunk(self, keys: list[bytes]) -> list[Answer]:
         if self._load_many is not None:
             return self._load_many(keys)
-        answers: list[tuple[bytes | None, float | None] | WrongType] = []
+        answers: list[Answer] = []
         for key in keys:
             try:
                 answers.append(self._load(key))
@@ -216,30 +216,22 @@ class ReadThroughCache:
     def _keep_chunk(
         self,
         chunk: list[bytes],
-        answers: list[tuple[bytes | None, float | None] | WrongType],
+        answers: list[Answer],
         led: dict[bytes, Flight],
         started: float,
     ) -> dict[bytes, Read | WrongType]:
-        """Hold what a round trip answered, as _fetch does for one key, then answer each
-        key's waiters."""
+        """Settle each key as _fetch settles one, then answer all their waiters at once."""
         found: dict[bytes, Read | WrongType] = {}
         with self._lock:
             for key, answer in zip(chunk, answers, strict=True):
-                del self._flights[key]
-                self._entries.discard(key)
-                if isinstance(answer, WrongType):
-                    found[key] = answer
-                    continue
-                value, ttl = answer
-                keep = self._storing and not led[key].stale
-                found[key] = Read(
-                    value, False, stored=keep and self._keep(key, value, ttl, started)
-                )
-        for key, read in found.items():
-            if isinstance(read, WrongType):
-                led[key].fail(read, signal=False)
-            else:
-                led[key].finish(read, signal=False)
+                if not isinstance(answer, WrongType):
+                    found[key] = read = self._settle(key, led[key], *answer, started)
+                    led[key].finish(read, signal=False)
+        for key, answer in zip(chunk, answers, strict=True):
+            if isinstance(answer, WrongType):
+                self._failed(key, answer)  # as a GET of it fails: counted, nothing held
+                found[key] = answer
+                led[key].fail(answer, signal=False)
         led[chunk[0]].signal()  # the chunk's keys share one event
         return found
 
@@ -280,12 +272,20 @@ class ReadThroughCache:
                 raise
         else:
             with self._lock:
-                del self._flights[key]
-                self._entries.discard(key)
-                stored = self._storing and not flight.stale and self._keep(key, value, ttl, started)
-            found = Read(value, False, stored=stored)
+                found = self._settle(key, flight, value, ttl, started)
         flight.finish(found)
         return found
+
+    def _settle(
+        self, key: bytes, flight: Flight, value: bytes | None, ttl: float | None, started: float
+    ) -> Read:
+        """The fetch of `key` is over (under the lock): what was held for it is older than
+        the answer, so it goes; the answer is held in its place unless the key changed
+        meanwhile or caching is suspended."""
+        del self._flights[key]
+        self._entries.discard(key)
+        stored = self._storing and not flight.stale and self._keep(key, value, ttl, started)
+        return Read(value, False, stored=stored)
 
     def _keep(self, key: bytes, value: bytes | None, ttl: float | None, started: float) -> bool:
         """Hold a fetched answer; whether it was held. A key Redis lacks is remembered as

@@ -81,6 +81,7 @@ class Flight:
         return self._read._replace(collapsed=True)
 
 
-# Reads up to MAX_BATCH_KEYS keys from Redis in one round trip: for each, its value and seconds
-# to live, or WrongType in its place (backend.Backend.get_many).
-LoadMany = Callable[[Sequence[bytes]], list["tuple[bytes | None, float | None] | WrongType"]]
+# One key of a batch read from Redis: its value and seconds to live, or WrongType in its place.
+Answer = tuple["bytes | None", "float | None"] | WrongType
+# Reads up to MAX_BATCH_KEYS keys from Redis in one round trip (backend.Backend.get_many).
+LoadMany = Callable[[Sequence[bytes]], list[Answer]]

@@ -139,19 +139,21 @@ class Settings:
         return 4 * self.max_connections + 2 * self.max_parallel + RESERVED_DESCRIPTORS
 
     @property
-    def protected(self) -> bool:
-        """Is protected mode in force: on, no password, no client certificates required, and
-        the listeners bound beyond loopback?"""
-        open_to_others = not is_loopback_host(self.proxy_host)
+    def _reachable_without_credentials(self) -> bool:
+        """Bound beyond loopback, with neither a password nor client certificates required."""
         credentials = self.proxy_password or self.tls_ca_file
-        return self.protected_mode and open_to_others and not credentials
+        return not is_loopback_host(self.proxy_host) and not credentials
+
+    @property
+    def protected(self) -> bool:
+        """Is protected mode in force: on, and the listeners reachable without credentials?"""
+        return self.protected_mode and self._reachable_without_credentials
 
     @property
     def open_to_all(self) -> bool:
-        """Bound beyond loopback with no password and protected mode off: anyone who reaches
-        the listeners reads every key (allowed, but worth a warning)."""
-        beyond = not is_loopback_host(self.proxy_host)
-        return beyond and not (self.protected_mode or self.proxy_password or self.tls_ca_file)
+        """Reachable without credentials and protected mode off: anyone who reaches the
+        listeners reads every key (allowed, but worth a warning)."""
+        return not self.protected_mode and self._reachable_without_credentials
 
     @property
     def tls(self) -> bool:
