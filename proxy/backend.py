@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
-from enum import Enum
 from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import ConnectionInterface, SSLConnection, parse_url
+from redis.cluster import RedisCluster
+from redis.connection import SSLConnection, parse_url
 from redis.exceptions import (
     AuthenticationError,
+    ClusterDownError,
+    ClusterError,
     ConnectionError,
+    RedisClusterException,
+    RedisError,
     ResponseError,
     TimeoutError,
 )
@@ -41,6 +44,7 @@ MAX_BATCH_KEYS = 1000
 # Every key's PTTL in one command: what the proxy needs beside MGET's values, so that no entry
 # outlives the key in Redis, without a command per key.
 PTTLS = "local t = {} for i, k in ipairs(KEYS) do t[i] = redis.call('PTTL', k) end return t"
+CLIENT_NAME = "redis-cache-proxy"  # the read connections' name in CLIENT LIST
 PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
@@ -55,6 +59,9 @@ def redis_errors_as_typed(timeout: float) -> Iterator[None]:
         raise BackendUnavailable("Redis rejected the proxy's credentials") from exc
     except ConnectionError as exc:
         raise BackendUnavailable("cannot reach Redis") from exc
+    except (ClusterDownError, ClusterError, RedisClusterException) as exc:
+        # (before ResponseError: CLUSTERDOWN is one) no node serves the key's slot now
+        raise BackendUnavailable(f"the cluster cannot serve the key ({exc})") from exc
     except ResponseError as exc:
         code = error_code(exc)
         if code == "WRONGTYPE":
@@ -62,9 +69,23 @@ def redis_errors_as_typed(timeout: float) -> Iterator[None]:
         raise BackendRejected(f"Redis refused the command ({code})") from exc
 
 
-def _fetched(value: bytes | None, pttl: int) -> Answer:
-    """One key of a batch: (value, seconds left), or WrongType when MGET's nil is a key of
-    another type (its PTTL says it exists)."""
+def typed(exc: Exception, timeout: float) -> BackendError:
+    """The proxy's typed error for one of redis-py's, as redis_errors_as_typed raises it."""
+    try:
+        with redis_errors_as_typed(timeout):
+            raise exc
+    except BackendError as error:
+        return error
+
+
+def _fetched(value: bytes | Exception | None, pttl: int | Exception, timeout: float) -> Answer:
+    """One key of a batch: (value, seconds left), or the key's own error in its place (on a
+    cluster each key has its own node): WrongType when MGET's nil is a key of another type
+    (its PTTL says it exists)."""
+    for reply in (value, pttl):
+        if isinstance(reply, Exception):
+            return typed(reply, timeout)
+    assert not isinstance(value, Exception) and not isinstance(pttl, Exception)
     if value is None and pttl != -2:
         return WrongType("the key holds a non-string value; only strings can be read")
     return value, _seconds_left(value, pttl)
@@ -99,44 +120,70 @@ class Backend:
         timeout: float,
         sentinels: tuple[tuple[str, int], ...] = (),
         master: str = "",
+        cluster: bool = False,
     ) -> None:
         self.url = url
         self.timeout = timeout
         self.master_name = master
+        self.cluster = cluster
         waits = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
         self._sentinel = Sentinel(list(sentinels), sentinel_kwargs=waits) if sentinels else None
         # One immediate retry on a connection error replaces a pooled socket that went stale
         # when Redis restarted (or a master was replaced); timeouts are not retried, so a slow
         # Redis costs one REDIS_TIMEOUT, and there is no backoff loop (redis-py's default is
-        # 10 tries).
+        # 10 tries). On a cluster, redis-py refreshes its slot map before that retry.
         retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
-        self._client = redis.Redis(connection_pool=self.pool("redis-cache-proxy", retry=retry))
+        self._client: redis.Redis | RedisCluster
+        if cluster:
+            options = self._options(CLIENT_NAME)
+            self._client = RedisCluster.from_url(url, retry=retry, **options)
+        else:
+            self._client = redis.Redis(connection_pool=self.pool(CLIENT_NAME, retry=retry))
         self._pttl_script: str | None = None  # the PTTLS script's SHA, once loaded
-        self._scripts_refused = False  # by an ACL, or disabled: PTTL by PTTL
+        self._scripts_refused = cluster  # by an ACL, or disabled: PTTL by PTTL (and CROSSSLOT)
         self._warnings = RateLimitedLog(log)
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="redis-probe")
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
 
-    def pool(self, client_name: str, **options: object) -> redis.ConnectionPool:
-        """A pool of connections to the backing Redis (the master, with Sentinel), named
-        `client_name` in its CLIENT LIST."""
+    def _options(self, client_name: str, **options: object) -> dict[str, Any]:
         # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
         options.update(protocol=2, client_name=client_name)
         options.update(socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
-        if self._sentinel is None:
-            return redis.ConnectionPool.from_url(self.url, **options)
+        return options
+
+    def pool(
+        self, client_name: str, node: tuple[str, int] | None = None, **options: object
+    ) -> redis.ConnectionPool:
+        """A pool of connections to the backing Redis (the master, with Sentinel; `node` of
+        a cluster), named `client_name` in its CLIENT LIST."""
+        settings = self._options(client_name, **options)
+        if self._sentinel is None and node is None:
+            return redis.ConnectionPool.from_url(self.url, **settings)
         from_url = parse_url(self.url)
+        if node is not None:  # the URL's credentials and TLS, the node's address
+            from_url.update(settings, host=node[0], port=node[1])
+            return redis.ConnectionPool(**from_url)
         tls = from_url.pop("connection_class", None) is SSLConnection
         for address in ("host", "port"):
             from_url.pop(address, None)
+        assert self._sentinel is not None
         return SentinelConnectionPool(
-            self.master_name, self._sentinel, ssl=tls, **from_url, **options
+            self.master_name, self._sentinel, ssl=tls, **from_url, **settings
         )
 
-    def invalidation_link(self) -> InvalidationLink:
-        """A new, unopened link to the master for CACHE_INVALIDATION=tracking."""
-        return InvalidationLink(self.pool("redis-cache-proxy-invalidation"), self.timeout)
+    def primaries(self) -> frozenset[tuple[str, int]] | None:
+        """The cluster's primaries, as whichever node answers CLUSTER SLOTS names them (None
+        when none answers, or without a cluster)."""
+        if not isinstance(self._client, RedisCluster):
+            return None
+        try:
+            slots = self._client.cluster_slots(target_nodes=RedisCluster.RANDOM)
+        except (RedisError, RedisClusterException):
+            return None
+        # redis-py parses the reply into {(first, last): {"primary": (host, port), ...}}
+        ranges = cast(dict[Any, dict[str, Any]], slots).values()
+        return frozenset((str(r["primary"][0]), int(r["primary"][1])) for r in ranges)
 
     def master(self) -> tuple[str, int] | None:
         """Where the Sentinels say the master is now (None without Sentinel, or when they
@@ -151,6 +198,7 @@ class Backend:
     def drop_connections(self) -> None:
         """Close every pooled connection, in use or not: the master changed, and a connection
         to the old one must not serve another read."""
+        assert isinstance(self._client, redis.Redis)  # (Sentinel: never a cluster)
         self._client.connection_pool.disconnect(inuse_connections=True)
 
     def get(self, key: bytes) -> tuple[bytes | None, float | None]:
@@ -168,11 +216,29 @@ class Backend:
 
     def get_many(self, keys: Sequence[bytes]) -> list[Answer]:
         """Each key's value and seconds to live, for at most MAX_BATCH_KEYS keys, in one round
-        trip: one MGET and every key's PTTL (one script call where Redis runs scripts, else
-        a PTTL per key, pipelined). A key of another type is WRONGTYPE in its place."""
+        trip (one per node on a cluster): one MGET and every key's PTTL (one script call where
+        Redis runs scripts, else a PTTL per key, pipelined). A key of another type is
+        WrongType in its place; on a cluster, a key whose node failed has that error."""
         with self._reading():
-            values, pttls = self._mget_with_pttls(keys)
-        return [_fetched(value, pttl) for value, pttl in zip(values, pttls, strict=True)]
+            values, pttls = self._values_and_pttls(keys)
+        answers = [_fetched(v, pttl, self.timeout) for v, pttl in zip(values, pttls, strict=True)]
+        for answer in answers:
+            if isinstance(answer, BackendError) and not isinstance(answer, WrongType):
+                self._warnings.warn("backend %s: %s", answer.kind, answer, kind=answer.kind)
+                break
+        return answers
+
+    def _values_and_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
+        if not self.cluster:
+            return self._mget_with_pttls(keys)
+        # A GET and a PTTL per key: redis-py sends each node its keys' commands in one write,
+        # follows MOVED and ASK, and leaves a failed node's error in its keys' places.
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(key)
+            pipe.pttl(key)
+        replies = pipe.execute(raise_on_error=False)
+        return replies[0::2], replies[1::2]
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
@@ -218,9 +284,20 @@ class Backend:
         return self._pttl_script
 
     def ping(self) -> None:
-        """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT."""
+        """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT (on a
+        cluster: if no primary does; one that is down fails only its own slots' reads)."""
         with redis_errors_as_typed(self.timeout):
-            self._client.ping()
+            if not isinstance(self._client, RedisCluster):
+                self._client.ping()
+                return
+            failure: Exception = ConnectionError("the cluster has no primary")
+            for node in self._client.get_primaries():
+                try:
+                    node.redis_connection.ping()
+                    return
+                except RedisError as exc:
+                    failure = exc
+            raise failure
 
     def answers(self) -> bool:
         """Did Redis answer a PING within PROBE_WAIT (a metrics scrape asks)? The PING runs on
@@ -239,67 +316,3 @@ class Backend:
         """Drop every pooled connection."""
         self._prober.shutdown(wait=False)
         self._client.close()
-
-
-class Quiet(Enum):
-    """InvalidationLink.receive() heard no invalidation within the wait."""
-
-    NOTHING = 0
-
-
-NOTHING = Quiet.NOTHING
-INVALIDATION_CHANNEL = b"__redis__:invalidate"
-IDLE_PING_SECONDS = 1.0
-
-
-class InvalidationLink:
-    """The one connection that holds the proxy's tracking state and hears its invalidations.
-
-    It turns on `CLIENT TRACKING ... BCAST` redirected to itself, then subscribes to
-    `__redis__:invalidate` (RESP2 pub/sub, Redis 6 and later): Redis then reports every key
-    that changes, to this connection, for as long as this connection lives. It PINGs when
-    idle, so a Redis that vanished without closing the socket is noticed within
-    IDLE_PING_SECONDS + REDIS_TIMEOUT.
-    """
-
-    def __init__(self, pool: redis.ConnectionPool, timeout: float) -> None:
-        self.timeout = timeout
-        self._pool = pool
-        self._connection: ConnectionInterface | None = None
-        self._last_heard = 0.0
-        self._ping_sent: float | None = None
-
-    def open(self) -> int:
-        """Connect and subscribe; returns this connection's client id."""
-        with redis_errors_as_typed(self.timeout):
-            connection = self._pool.make_connection()
-            connection.connect()
-            connection.send_command("CLIENT", "ID")
-            client_id = int(connection.read_response())
-            connection.send_command("CLIENT", "TRACKING", "ON", "REDIRECT", client_id, "BCAST")
-            if connection.read_response() != b"OK":
-                raise ConnectionError("CLIENT TRACKING was not enabled")
-            connection.send_command("SUBSCRIBE", INVALIDATION_CHANNEL)
-            connection.read_response()
-        self._connection, self._last_heard = connection, time.monotonic()
-        return client_id
-
-    def receive(self, wait: float) -> list[bytes] | Quiet | None:
-        """The next invalidation within `wait` seconds: changed keys, None for "everything"
-        (FLUSHALL, FLUSHDB), or NOTHING. Raises the typed error when the link is gone."""
-        assert self._connection is not None
-        now = time.monotonic()
-        with redis_errors_as_typed(self.timeout):
-            if self._connection.can_read(timeout=wait):
-                message = self._connection.read_response()
-                self._last_heard, self._ping_sent = time.monotonic(), None
-                return message[2] if message[0] == b"message" else NOTHING  # or a pong
-            if self._ping_sent is not None and now - self._ping_sent > self.timeout:
-                raise TimeoutError("the invalidation connection stopped answering PING")
-            if self._ping_sent is None and now - self._last_heard > IDLE_PING_SECONDS:
-                self._connection.send_command("PING")
-                self._ping_sent = now
-        return NOTHING
-
-    def close(self) -> None:
-        self._pool.disconnect()

@@ -157,12 +157,13 @@ class ReadThroughCache:
                 self.stats.stale_answers += 1
         return found
 
-    def lookup_many(self, keys: list[bytes]) -> list[Read | WrongType]:
+    def lookup_many(self, keys: list[bytes]) -> list[Read | BackendError]:
         """Each key's Read, in order, as lookup() would find it, but the keys that are neither
         held nor being fetched are fetched together: at most `batch_size` in one round trip
-        to Redis. A key of another type is WrongType in its place. If a round trip fails,
-        every waiter of every key in it gets the error (or a stale value), as does the caller."""
-        found: dict[bytes, Read | WrongType] = {}
+        to Redis. A key Redis failed alone (WrongType; on a cluster, its node's error) has
+        that error in its place. If a round trip fails, every waiter of every key in it gets
+        the error (or a stale value), as does the caller."""
+        found: dict[bytes, Read | BackendError] = {}
         joined: dict[bytes, Flight] = {}
         led: dict[bytes, Flight] = {}
         done = threading.Event()  # the waiters' event for the current round trip's keys
@@ -181,14 +182,14 @@ class ReadThroughCache:
         for key, flight in joined.items():
             try:
                 found[key] = self._join(flight)
-            except WrongType as exc:
+            except BackendError as exc:
                 found[key] = exc
         return [found[key] for key in keys]
 
-    def _fetch_many(self, led: dict[bytes, Flight]) -> dict[bytes, Read | WrongType]:
+    def _fetch_many(self, led: dict[bytes, Flight]) -> dict[bytes, Read | BackendError]:
         """Fetch the keys `led` in chunks of `batch_size`, one round trip each; a failure
         ends every flight still led (so no waiter is left behind) and is raised."""
-        found: dict[bytes, Read | WrongType] = {}
+        found: dict[bytes, Read | BackendError] = {}
         keys = list(led)
         for at in range(0, len(keys), self._batch_size):
             chunk = keys[at : at + self._batch_size]
@@ -209,7 +210,7 @@ class ReadThroughCache:
         for key in keys:
             try:
                 answers.append(self._load(key))
-            except WrongType as exc:
+            except WrongType as exc:  # Redis's answer for this key; an outage ends the chunk
                 answers.append(exc)
         return answers
 
@@ -219,19 +220,23 @@ class ReadThroughCache:
         answers: list[Answer],
         led: dict[bytes, Flight],
         started: float,
-    ) -> dict[bytes, Read | WrongType]:
-        """Settle each key as _fetch settles one, then answer all their waiters at once."""
-        found: dict[bytes, Read | WrongType] = {}
+    ) -> dict[bytes, Read | BackendError]:
+        """Settle each key as _fetch settles one, then answer all their waiters at once. A
+        key that failed alone fails as a GET of it would (a stale value where it may)."""
+        found: dict[bytes, Read | BackendError] = {}
         with self._lock:
             for key, answer in zip(chunk, answers, strict=True):
-                if not isinstance(answer, WrongType):
+                if not isinstance(answer, BackendError):
                     found[key] = read = self._settle(key, led[key], *answer, started)
                     led[key].finish(read, signal=False)
         for key, answer in zip(chunk, answers, strict=True):
-            if isinstance(answer, WrongType):
-                self._failed(key, answer)  # as a GET of it fails: counted, nothing held
-                found[key] = answer
-                led[key].fail(answer, signal=False)
+            if isinstance(answer, BackendError):
+                stale = self._failed(key, answer)
+                found[key] = answer if stale is None else stale
+                if stale is None:
+                    led[key].fail(answer, signal=False)
+                else:
+                    led[key].finish(stale, signal=False)
         led[chunk[0]].signal()  # the chunk's keys share one event
         return found
 
@@ -240,7 +245,7 @@ class ReadThroughCache:
         keys: list[bytes],
         led: dict[bytes, Flight],
         exc: BaseException,
-        found: dict[bytes, Read | WrongType],
+        found: dict[bytes, Read | BackendError],
     ) -> bool:
         """End the flights of `keys` after a failed round trip: a stale value where
         CACHE_STALE_IF_ERROR has one, else the error. Whether every key had a stale value."""

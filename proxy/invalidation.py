@@ -28,9 +28,11 @@ import logging
 import threading
 from typing import Protocol
 
-from proxy.backend import NOTHING, InvalidationLink
-from proxy.cache import ReadThroughCache
+import redis
+
+from proxy.config import host_port
 from proxy.errors import BackendError, BackendUnavailable
+from proxy.link import NOTHING, InvalidationLink
 
 log = logging.getLogger(__name__)
 
@@ -39,25 +41,45 @@ FIRST_BACKOFF_SECONDS = 0.05
 MAX_BACKOFF_SECONDS = 2.0
 
 
+LINK_NAME = "redis-cache-proxy-invalidation"  # the link's name in CLIENT LIST
+
+
 class TrackedBackend(Protocol):
-    """What the link needs of the backend: a new link to the master."""
+    """What the link needs of the backend: connections to the master (or to a node)."""
 
     timeout: float
 
-    def invalidation_link(self) -> InvalidationLink: ...
+    def pool(
+        self, client_name: str, node: tuple[str, int] | None = None
+    ) -> redis.ConnectionPool: ...
+
+
+class Coherent(Protocol):
+    """What the link does to the cache (proxy/cache.py's ReadThroughCache, or one cluster
+    primary's share of it: proxy/shards.py)."""
+
+    def suspend(self) -> None: ...
+    def resume(self) -> None: ...
+    def invalidate(self, keys: list[bytes]) -> None: ...
+    def invalidate_all(self) -> None: ...
 
 
 class Invalidator:
-    """The thread that applies Redis's invalidation messages to the cache."""
+    """The thread that applies Redis's invalidation messages to the cache: those of the
+    master, or of one cluster primary (`node`)."""
 
-    def __init__(self, cache: ReadThroughCache, backend: TrackedBackend) -> None:
+    def __init__(
+        self, cache: Coherent, backend: TrackedBackend, node: tuple[str, int] | None = None
+    ) -> None:
         self.cache = cache
         self.backend = backend
+        self.node = node
         self.connected = False
         self.drops = 0  # times an established link was lost
         self._moved = threading.Event()  # the master moved: leave it for the new one
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="invalidation", daemon=True)
+        name = "invalidation" if node is None else f"invalidation-{host_port(*node)}"
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         cache.suspend()  # nothing is cached until invalidations can reach us
 
     def start(self) -> None:
@@ -70,7 +92,7 @@ class Invalidator:
     def _run(self) -> None:
         backoff = FIRST_BACKOFF_SECONDS
         while not self._stop.is_set():
-            link = self.backend.invalidation_link()
+            link = InvalidationLink(self.backend.pool(LINK_NAME, self.node), self.backend.timeout)
             try:
                 self._connect(link)
                 backoff = FIRST_BACKOFF_SECONDS
@@ -92,7 +114,7 @@ class Invalidator:
         client_id = link.open()
         self.cache.resume()
         self.connected = True
-        log.info("invalidation link up (client id %d): caching with CLIENT TRACKING", client_id)
+        log.info("invalidation link up (%s, client id %d): caching", self._where(), client_id)
 
     def _apply_messages(self, link: InvalidationLink) -> None:
         while not self._stop.is_set():
@@ -108,7 +130,19 @@ class Invalidator:
         self.cache.suspend()
         if self.connected:
             self.drops += 1
-            log.warning("invalidation link lost (%s): cache suspended, reading through", error)
+            log.warning(
+                "invalidation link lost (%s: %s): cache suspended, reading through",
+                self._where(),
+                error,
+            )
         else:
-            log.warning("invalidation link not up (%s): retrying in %.2f s", error, backoff)
+            log.warning(
+                "invalidation link not up (%s: %s): retrying in %.2f s",
+                self._where(),
+                error,
+                backoff,
+            )
         self.connected = False
+
+    def _where(self) -> str:
+        return "the master" if self.node is None else f"primary {host_port(*self.node)}"

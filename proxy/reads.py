@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from proxy.errors import WrongType
+from proxy.errors import BackendError
 
 
 class Fetched(NamedTuple):
@@ -81,7 +81,8 @@ class Flight:
         return self._read._replace(collapsed=True)
 
 
-# One key of a batch read from Redis: its value and seconds to live, or WrongType in its place.
-Answer = tuple["bytes | None", "float | None"] | WrongType
+# One key of a batch read from Redis: its value and seconds to live, or its own error in its
+# place (WrongType; on a cluster, the error of the key's node).
+Answer = tuple["bytes | None", "float | None"] | BackendError
 # Reads up to MAX_BATCH_KEYS keys from Redis in one round trip (backend.Backend.get_many).
 LoadMany = Callable[[Sequence[bytes]], list[Answer]]

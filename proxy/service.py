@@ -22,6 +22,7 @@ from proxy.http import LoopHits, create_app
 from proxy.invalidation import Invalidator
 from proxy.metrics import ConnectionCounts, Metrics
 from proxy.resp.server import RespServer
+from proxy.shards import ClusterTracking
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ class Service:
     http_app: Flask
     loop_hits: LoopHits
     access: Access
-    invalidator: Invalidator | None = None
+    invalidator: Invalidator | ClusterTracking | None = None
     watch: MasterWatch | None = None
     resp: RespServer | None = None
 
@@ -50,6 +51,7 @@ class Service:
             settings.redis_timeout,
             settings.redis_sentinels,
             settings.redis_sentinel_master,
+            settings.redis_cluster,
         )
         cache = ReadThroughCache(
             settings.cache_maxsize,
@@ -62,7 +64,7 @@ class Service:
             load_many=backend.get_many,
             batch_size=MAX_BATCH_KEYS,
         )
-        invalidator = Invalidator(cache, backend) if tracking else None
+        invalidator = _invalidator(cache, backend, settings) if tracking else None
         access = Access(settings.proxy_password, settings.key_patterns, settings.protected)
         metrics = Metrics(cache, invalidator, backend.answers, access)
         http_app = create_app(
@@ -76,7 +78,9 @@ class Service:
         loop_hits = LoopHits(cache, metrics.requests["http"], settings.access_log, access)
         watch = None
         if settings.sentinel:
-            listeners = [invalidator.master_moved] if invalidator is not None else []
+            listeners = []
+            if isinstance(invalidator, Invalidator):
+                listeners.append(invalidator.master_moved)
             watch = MasterWatch(backend, listeners)
         parts = (backend, cache, metrics, http_app, loop_hits, access)
         return cls(settings, *parts, invalidator, watch)
@@ -128,7 +132,18 @@ class Service:
         log.info("redis-cache-proxy stopped")
 
 
-def readiness(backend: Backend, invalidator: Invalidator | None) -> dict[str, str]:
+def _invalidator(
+    cache: ReadThroughCache, backend: Backend, settings: Settings
+) -> Invalidator | ClusterTracking:
+    """The link to the master, or (REDIS_CLUSTER) a link per primary."""
+    if settings.redis_cluster:
+        return ClusterTracking(cache, backend)
+    return Invalidator(cache, backend)
+
+
+def readiness(
+    backend: Backend, invalidator: Invalidator | ClusterTracking | None
+) -> dict[str, str]:
     """/readyz: raises the typed error if Redis does not answer PING. Ready otherwise, even
     while the invalidation link is down (every read then goes to Redis and is right, only
     slower); the answer says so."""

@@ -27,7 +27,14 @@ LEAVES = [
     "proxy.metrics",
 ]
 # What a front end may never import: the other front end, and the parts only the root wires.
-HIDDEN_FROM_FRONT_ENDS = ("proxy.service", "proxy.worker", "proxy.backend", "proxy.invalidation")
+HIDDEN_FROM_FRONT_ENDS = (
+    "proxy.service",
+    "proxy.worker",
+    "proxy.backend",
+    "proxy.link",
+    "proxy.invalidation",
+    "proxy.shards",
+)
 
 
 def module_name(path: Path) -> str:

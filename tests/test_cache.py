@@ -663,6 +663,7 @@ class FakeMget(FakeRedis):
         super().__init__(data)
         self.batches: list[list[bytes]] = []
         self.lists: set[bytes] = set()  # keys of another type
+        self.failing: dict[bytes, BackendError] = {}  # keys whose (cluster) node failed
         self.error: Exception | None = None
         self.gate: threading.Event | None = None
         self.started = threading.Event()
@@ -674,12 +675,12 @@ class FakeMget(FakeRedis):
             assert self.gate.wait(DEADLINE)
         if self.error is not None:
             raise self.error
-        return [
-            WrongType("list")
-            if key in self.lists
-            else Fetched(self.data.get(key), self.ttls.get(key))
-            for key in keys
-        ]
+        return [self._answer(key) for key in keys]
+
+    def _answer(self, key: bytes) -> Any:
+        if key in self.lists:
+            return WrongType("list")
+        return self.failing.get(key) or Fetched(self.data.get(key), self.ttls.get(key))
 
 
 def batch_cache(redis: FakeMget, timer=None, **options: Any) -> ReadThroughCache:
@@ -689,7 +690,7 @@ def batch_cache(redis: FakeMget, timer=None, **options: Any) -> ReadThroughCache
 
 
 def values(reads) -> list[Any]:
-    return [read if isinstance(read, WrongType) else read.value for read in reads]
+    return [read if isinstance(read, BackendError) else read.value for read in reads]
 
 
 def test_the_misses_of_many_keys_are_fetched_together_in_chunks() -> None:
@@ -785,6 +786,28 @@ def test_stale_values_answer_a_failed_batch_where_they_cover_it() -> None:
     assert [(r.value, r.stale) for r in reads] == [(b"1", True), (b"2", True)]  # type: ignore[union-attr]
     with pytest.raises(BackendTimeout):
         cache.lookup_many([b"a", b"never-held"])
+
+
+def test_a_key_whose_node_failed_has_the_error_in_its_place_and_the_rest_are_held() -> None:
+    redis = FakeMget({b"a": b"1", b"b": b"2"})
+    redis.failing[b"b"] = BackendUnavailable("its node is down")
+    cache = batch_cache(redis)
+    reads = cache.lookup_many([b"a", b"b"])
+    assert values(reads) == [b"1", redis.failing[b"b"]]
+    assert cache.stats.fetch_errors == {"unavailable": 1}
+    assert values(cache.lookup_many([b"a", b"b"])) == [b"1", redis.failing[b"b"]]
+    assert redis.batches == [[b"a", b"b"], [b"b"]]  # nothing held for it: asked again
+
+
+def test_a_key_whose_node_failed_answers_stale_within_the_window() -> None:
+    timer = FakeTimer()
+    redis = FakeMget({b"a": b"1", b"b": b"2"})
+    cache = batch_cache(redis, timer=timer, stale_if_error=30.0)
+    cache.lookup_many([b"a", b"b"])
+    timer.now = 15.0  # past the TTL of 10 s, within the stale window
+    redis.failing[b"b"] = BackendTimeout("its node is slow")
+    reads = cache.lookup_many([b"a", b"b"])
+    assert [(r.value, r.stale) for r in reads] == [(b"1", False), (b"2", True)]  # type: ignore[union-attr]
 
 
 def test_without_a_batch_loader_keys_are_fetched_one_by_one() -> None:

@@ -27,6 +27,7 @@ def test_defaults_when_nothing_is_set() -> None:
         redis_url="redis://127.0.0.1:6379/0",
         redis_sentinels=(),
         redis_sentinel_master="",
+        redis_cluster=False,
         proxy_host="127.0.0.1",
         proxy_port=8080,
         cache_ttl=60.0,
@@ -101,6 +102,7 @@ def test_accepted_redis_urls(url: str) -> None:
         ("REDIS_SENTINELS", "sentinel"),
         ("REDIS_SENTINELS", "sentinel:0"),
         ("REDIS_SENTINELS", "a:26379,b:port"),
+        ("REDIS_CLUSTER", "maybe"),
         ("CACHE_STALE_IF_ERROR", "-1"),
         ("CACHE_STALE_IF_ERROR", "inf"),
         ("CACHE_STALE_IF_ERROR", "a while"),
@@ -227,6 +229,33 @@ def test_contradictory_sentinel_settings_are_refused(env: dict[str, str], proble
         Settings.from_env(env)
     [reported] = caught.value.problems
     assert reported.startswith(problem)
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        (
+            {"REDIS_SENTINELS": "s:26379", "REDIS_SENTINEL_MASTER": "m"},
+            "REDIS_CLUSTER='yes': expected no REDIS_SENTINELS",
+        ),
+        ({"REDIS_URL": "unix:///run/redis.sock"}, "REDIS_URL='unix:///run/redis.sock': expected"),
+        (
+            {"REDIS_URL": "redis://node:7000/2"},
+            "REDIS_URL='redis://node:7000/2': expected database 0",
+        ),
+    ],
+)
+def test_contradictory_cluster_settings_are_refused(env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"REDIS_CLUSTER": "yes", **env})
+    [reported] = caught.value.problems
+    assert reported.startswith(problem)
+
+
+@pytest.mark.parametrize("url", ["redis://node:7000", "redis://node:7000/0", "rediss://n:7000/"])
+def test_a_cluster_is_named_by_any_node_with_database_0(url: str) -> None:
+    settings = Settings.from_env({"REDIS_CLUSTER": "yes", "REDIS_URL": url})
+    assert settings.redis_cluster and "REDIS_CLUSTER=yes" in settings.describe()
 
 
 def test_a_password_comes_from_its_file_without_the_final_newline(tmp_path) -> None:

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from proxy.config.tls import server_context
 from proxy.config.values import (
@@ -53,6 +54,7 @@ class Settings:
     redis_url: str
     redis_sentinels: tuple[tuple[str, int], ...]
     redis_sentinel_master: str
+    redis_cluster: bool
     proxy_host: str
     proxy_port: int
     cache_ttl: float
@@ -105,6 +107,7 @@ class Settings:
                 f"CACHE_MAX_ITEM_BYTES='{items}': expected at most CACHE_MAXBYTES ({budget})"
             )
         problems += _sentinel_problems(values)
+        problems += _cluster_problems(values)
         problems += _password_problems(values)
         problems += _tls_problems(values)
         if problems:
@@ -127,6 +130,7 @@ class Settings:
         shown["redis_url"] = redact_url(self.redis_url)
         shown["proxy_password"] = masked(self.proxy_password)
         shown["protected_mode"] = "yes" if self.protected_mode else "no"
+        shown["redis_cluster"] = "yes" if self.redis_cluster else "no"
         shown["key_patterns"] = ",".join(self.key_patterns)
         shown["redis_sentinels"] = ",".join(host_port(*s) for s in self.redis_sentinels)
         return " ".join(f"{VARIABLES[name].env}={value}" for name, value in shown.items())
@@ -245,4 +249,21 @@ def _sentinel_problems(values: dict[str, Any]) -> list[str]:
             f"REDIS_URL='{redact_url(url)}': expected redis:// or rediss:// with REDIS_SENTINELS "
             "(Sentinel gives TCP addresses)"
         ]
+    return []
+
+
+def _cluster_problems(values: dict[str, Any]) -> list[str]:
+    """REDIS_CLUSTER settings that contradict REDIS_URL or Sentinel."""
+    if not values.get("redis_cluster"):
+        return []
+    url = values.get("redis_url", "")
+    if values.get("redis_sentinels"):
+        return ["REDIS_CLUSTER='yes': expected no REDIS_SENTINELS (a cluster fails over itself)"]
+    if url.startswith("unix:"):
+        return [
+            f"REDIS_URL='{redact_url(url)}': expected redis:// or rediss:// with REDIS_CLUSTER "
+            "(the cluster gives TCP addresses)"
+        ]
+    if url and urlsplit(url).path.strip("/") not in ("", "0"):
+        return [f"REDIS_URL='{redact_url(url)}': expected database 0 (a cluster has no other)"]
     return []

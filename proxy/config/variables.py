@@ -61,6 +61,9 @@ VARIABLES: dict[str, Var] = {
     "redis_sentinel_master": Var(
         "REDIS_SENTINEL_MASTER", "", "the master's name as the Sentinels know it", no_spaces
     ),
+    "redis_cluster": Var(
+        "REDIS_CLUSTER", "no", "yes or no (yes: REDIS_URL names a Redis Cluster node)", yes_no
+    ),
     "proxy_host": Var("PROXY_HOST", "127.0.0.1", "a host name or IP address", host_name),
     "proxy_port": Var("PROXY_PORT", "8080", "an integer 1..65535", int_between(1, 65535)),
     "cache_ttl": Var("CACHE_TTL", "60", "a number of seconds > 0", seconds),

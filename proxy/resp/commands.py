@@ -124,18 +124,19 @@ def read_key(protocol: int, key: bytes) -> Deferred[Read]:
     return Deferred(lambda cache: cache.lookup(key), render)
 
 
-def read_keys(protocol: int, keys: list[bytes]) -> Deferred[list[Read | WrongType]]:
+def read_keys(protocol: int, keys: list[bytes]) -> Deferred[list[Read | BackendError]]:
     """A run of pipelined GETs the peek stopped at: looked up together off the loop (their
-    misses in one round trip), a reply each, WRONGTYPE for a key of another type."""
+    misses in one round trip), a reply each: its value, or the error a GET of it would get
+    (WRONGTYPE for a key of another type; on a cluster, its node's failure)."""
 
-    def render(found: list[Read | WrongType]) -> tuple[wire.Pieces, str]:
+    def render(found: list[Read | BackendError]) -> tuple[wire.Pieces, str]:
         pieces: wire.Pieces = []
         for read in found:
-            if isinstance(read, WrongType):
+            if isinstance(read, BackendError):
                 pieces.append(error_reply(read))
             else:
                 pieces += wire.bulk_or_null(read.value, protocol)
-        return pieces, _outcome([read for read in found if not isinstance(read, WrongType)])
+        return pieces, _outcome([read for read in found if not isinstance(read, BackendError)])
 
     return Deferred(lambda cache: cache.lookup_many(keys), render, len(keys))
 
@@ -160,8 +161,13 @@ def mget(session: Session, args: list[bytes]) -> Deferred[list[Read]] | bytes:
     protocol = session.protocol
 
     def read_all(cache: ReadThroughCache) -> list[Read]:
-        # the misses in one round trip to Redis; a key of another type is nil, as in Redis
-        return [NIL if isinstance(read, WrongType) else read for read in cache.lookup_many(args)]
+        # the misses in one round trip to Redis; a key of another type is nil, as in Redis;
+        # a key whose cluster node failed fails the whole MGET, as Redis cannot answer it
+        found = cache.lookup_many(args)
+        for read in found:
+            if isinstance(read, BackendError) and not isinstance(read, WrongType):
+                raise read
+        return [read if isinstance(read, Read) else NIL for read in found]
 
     def render(found: list[Read]) -> tuple[wire.Pieces, str]:
         pieces = [b"*%d\r\n" % len(found)]
