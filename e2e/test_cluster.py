@@ -100,6 +100,37 @@ def test_pipelined_gets_across_slots_each_get_their_own_reply(
     assert isinstance(wrong, redis.ResponseError) and str(wrong).startswith("WRONGTYPE")
 
 
+def test_credentials_in_the_url_reach_every_node_and_every_link(
+    start_proxy, cluster: Cluster, key
+) -> None:
+    keys = seed(cluster, key("acl"))
+    user = f"proxy-{key('user').split(':')[0]}"  # ACL users are per node, and per test here
+    for node in cluster.nodes:
+        # &__redis__:invalidate: Redis 7 gives new users no channel, and the links subscribe
+        node.client.execute_command(
+            "ACL SETUSER", user, "on", ">secret", "~*", "&__redis__:invalidate", "+@all"
+        )
+    url = cluster.nodes[2].url.replace("redis://", f"redis://{user}:secret@")
+    proxy = start_on(start_proxy, cluster, redis_url=url, cache_invalidation="tracking")
+    assert [proxy.get(f"/get/{name}").content for name in keys] == [n.encode() for n in keys]
+    for node in cluster.nodes:
+        names = {c["name"] for c in node.client.client_list() if c["user"] == user}
+        assert names == {"redis-cache-proxy", "redis-cache-proxy-invalidation"}
+
+
+def test_a_cluster_over_tls_is_read_and_tracked(start_proxy, tmp_path: Path, key) -> None:
+    secure = Cluster(tmp_path / "tls", tls=True).start()
+    try:
+        keys = seed(secure, key("tls"))
+        proxy = start_on(start_proxy, secure, cache_invalidation="tracking")
+        assert secure.url.startswith("rediss://")
+        assert [proxy.get(f"/get/{name}").content for name in keys] == [n.encode() for n in keys]
+        secure.client().set(keys[0], f"new:{keys[0]}")
+        poll(partial(answers, proxy, keys[0], f"new:{keys[0]}"), VISIBLE_WITHIN, "the write")
+    finally:
+        secure.stop()
+
+
 def test_writes_on_every_primary_reach_the_cache(start_proxy, cluster: Cluster, key) -> None:
     keys = seed(cluster, key("tracked"))
     proxy = start_on(start_proxy, cluster, cache_invalidation="tracking", cache_ttl=600)

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 
-from harness.servers import RedisServer, poll, reserve_port
+from harness.servers import RedisServer, poll, reserve_port, self_signed_certificate
 
 SLOTS = 16384
 FORM_DEADLINE = 20.0  # seconds for the nodes to meet and agree; generous
@@ -33,19 +34,28 @@ def node_args(bus_port: int) -> list[str]:
 
 
 class Cluster:
-    """`size` primaries, no replicas, the slots split evenly in order; `nodes[0]` first."""
+    """`size` primaries, no replicas, the slots split evenly in order; `nodes[0]` first.
+    With `tls`, every node listens for TLS only, the cluster bus too, all with one
+    self-signed certificate for 127.0.0.1 (`certificate`)."""
 
-    def __init__(self, workdir: Path, size: int = 3, extra_args: tuple[str, ...] = ()) -> None:
+    def __init__(self, workdir: Path, size: int = 3, tls: bool = False) -> None:
         self.workdir = workdir
-        self.extra_args = extra_args
+        self.certificate: tuple[Path, Path] | None = None
+        if tls:
+            workdir.mkdir(parents=True, exist_ok=True)
+            self.certificate = self_signed_certificate(workdir)
         self.bus_ports: list[int] = []
         self.nodes = [self._node() for _ in range(size)]
         self.url = self.nodes[0].url
 
     def _node(self) -> RedisServer:
         self.bus_ports.append(reserve_port())
-        args = [*node_args(self.bus_ports[-1]), *self.extra_args]
-        return RedisServer(self.workdir / f"node-{len(self.bus_ports) - 1}", args)
+        args = node_args(self.bus_ports[-1])
+        if self.certificate is not None:
+            args += ["--tls-cluster", "yes"]
+        workdir = self.workdir / f"node-{len(self.bus_ports) - 1}"
+        tls = self.certificate is not None
+        return RedisServer(workdir, args, tls=tls, certificate=self.certificate)
 
     def start(self) -> Cluster:
         try:
@@ -94,8 +104,11 @@ class Cluster:
 
     def client(self) -> RedisCluster:
         """A cluster client of the tests' own (RESP2)."""
+        tls: dict[str, Any] = {}
+        if self.certificate is not None:
+            tls = {"ssl": True, "ssl_ca_certs": str(self.certificate[0])}
         node = self.nodes[0]
-        return RedisCluster(host="127.0.0.1", port=node.port, protocol=2, socket_timeout=5)
+        return RedisCluster(host="127.0.0.1", port=node.port, protocol=2, socket_timeout=5, **tls)
 
     def owner(self, key: str) -> RedisServer:
         """The node serving `key`'s slot now, as the first node that answers says."""

@@ -126,10 +126,17 @@ class RedisServer:
     """A real redis-server on a loopback port; stop() and start() keep the port.
 
     `extra_args` go to the server's command line; with `tls=True` it listens only for TLS,
-    with a fresh self-signed certificate that `url` and `client` trust.
+    with `certificate` (a certificate and key; else a fresh self-signed one) that `url` and
+    `client` trust.
     """
 
-    def __init__(self, workdir: Path, extra_args: Sequence[str] = (), tls: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        extra_args: Sequence[str] = (),
+        tls: bool = False,
+        certificate: tuple[Path, Path] | None = None,
+    ) -> None:
         self.port = reserve_port()
         self.workdir = workdir
         self.args = ["--port", str(self.port), *extra_args]
@@ -137,7 +144,7 @@ class RedisServer:
         client_tls: dict[str, Any] = {}
         if tls:
             workdir.mkdir(parents=True, exist_ok=True)
-            cert, key = self_signed_certificate(workdir)
+            cert, key = certificate or self_signed_certificate(workdir)
             self.args = ["--port", "0", "--tls-port", str(self.port), *extra_args]
             self.args += ["--tls-cert-file", str(cert), "--tls-key-file", str(key)]
             self.args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]

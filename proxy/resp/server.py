@@ -9,6 +9,7 @@ connection always come back in request order (pipelining).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import ssl
@@ -136,9 +137,11 @@ class RespServer:
         return self
 
     def stop_accepting(self) -> None:
-        """Close the listener (thread-safe); connected clients are still served."""
+        """Close the listener (thread-safe); connected clients are still served. A second
+        SIGTERM calls it again while stop() runs, when the loop may have closed already."""
         if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._close_listener)
+            with contextlib.suppress(RuntimeError):  # the loop closed: no listener is left
+                self._loop.call_soon_threadsafe(self._close_listener)
 
     def _close_listener(self) -> None:
         self.accepting = False
