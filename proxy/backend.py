@@ -1,4 +1,5 @@
-"""The backing Redis: the only module that touches redis-py and its exceptions."""
+"""The backing Redis: with proxy/link.py, the only modules that use redis-py; its errors
+become the proxy's typed ones through proxy/redis_errors.py."""
 
 from __future__ import annotations
 
@@ -15,9 +16,6 @@ from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import (
-    AuthenticationError,
-    ClusterDownError,
-    ClusterError,
     ConnectionError,
     RedisClusterException,
     RedisError,
@@ -27,15 +25,10 @@ from redis.exceptions import (
 from redis.retry import Retry
 from redis.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 
-from proxy.errors import (
-    BackendError,
-    BackendRejected,
-    BackendTimeout,
-    BackendUnavailable,
-    WrongType,
-)
+from proxy.errors import BackendError, WrongType
 from proxy.logs import RateLimitedLog
 from proxy.reads import Answer
+from proxy.redis_errors import error_code, redis_errors_as_typed, typed, wrong_type
 
 log = logging.getLogger(__name__)
 # Keys per MGET the proxy sends Redis: a larger read of misses goes in chunks this long, each
@@ -48,36 +41,6 @@ CLIENT_NAME = "redis-cache-proxy"  # the read connections' name in CLIENT LIST
 PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
-@contextmanager
-def redis_errors_as_typed(timeout: float) -> Iterator[None]:
-    """Turn redis-py's exceptions raised inside the block into the proxy's typed errors."""
-    try:
-        yield
-    except TimeoutError as exc:
-        raise BackendTimeout(f"Redis did not answer within {timeout:g} s") from exc
-    except AuthenticationError as exc:
-        raise BackendUnavailable("Redis rejected the proxy's credentials") from exc
-    except ConnectionError as exc:
-        raise BackendUnavailable("cannot reach Redis") from exc
-    except (ClusterDownError, ClusterError, RedisClusterException) as exc:
-        # (before ResponseError: CLUSTERDOWN is one) no node serves the key's slot now
-        raise BackendUnavailable(f"the cluster cannot serve the key ({exc})") from exc
-    except ResponseError as exc:
-        code = error_code(exc)
-        if code == "WRONGTYPE":
-            raise WrongType("the key holds a non-string value; only strings can be read") from exc
-        raise BackendRejected(f"Redis refused the command ({code})") from exc
-
-
-def typed(exc: Exception, timeout: float) -> BackendError:
-    """The proxy's typed error for one of redis-py's, as redis_errors_as_typed raises it."""
-    try:
-        with redis_errors_as_typed(timeout):
-            raise exc
-    except BackendError as error:
-        return error
-
-
 def _fetched(value: bytes | Exception | None, pttl: int | Exception, timeout: float) -> Answer:
     """One key of a batch: (value, seconds left), or the key's own error in its place (on a
     cluster each key has its own node): WrongType when MGET's nil is a key of another type
@@ -87,7 +50,7 @@ def _fetched(value: bytes | Exception | None, pttl: int | Exception, timeout: fl
             return typed(reply, timeout)
     assert not isinstance(value, Exception) and not isinstance(pttl, Exception)
     if value is None and pttl != -2:
-        return WrongType("the key holds a non-string value; only strings can be read")
+        return wrong_type()
     return value, _seconds_left(value, pttl)
 
 
@@ -96,13 +59,6 @@ def _seconds_left(value: bytes | None, pttl: int) -> float | None:
     value was read means the key expired between the two commands: no time left, so the
     value is not to be cached."""
     return None if value is None or pttl == -1 else max(pttl, 0) / 1000
-
-
-def error_code(exc: ResponseError) -> str:
-    """The code Redis put first in its error line (ERR, WRONGTYPE, NOPERM, OOM...): redis-py
-    strips the codes it has a class for and keeps them as `status_code`."""
-    code = getattr(exc, "status_code", None)
-    return str(code) if code else (str(exc).split(" ", 1)[0] or "ERR")
 
 
 class Backend:

@@ -12,7 +12,7 @@ import redis
 from redis.connection import ConnectionInterface
 from redis.exceptions import ConnectionError, TimeoutError
 
-from proxy.backend import redis_errors_as_typed
+from proxy.redis_errors import redis_errors_as_typed
 
 
 class Quiet(Enum):

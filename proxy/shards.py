@@ -45,22 +45,35 @@ class Gate:
     def __init__(self, cache: ReadThroughCache) -> None:
         self.cache = cache
         self._down: set[Node] = set()
+        self._gone: set[Node] = set()  # primaries no longer named: their links are ignored
         self._lock = threading.Lock()  # one link's resume() must see every other's suspend()
+
+    def share(self, node: Node) -> Share:
+        """The view of the cache `node`'s new link acts on."""
+        with self._lock:
+            self._gone.discard(node)
+        return Share(self, node)
 
     def down(self, node: Node) -> None:
         with self._lock:
-            self._down.add(node)
-            self.cache.suspend()
+            if node not in self._gone:
+                self._down.add(node)
+                self.cache.suspend()
 
     def up(self, node: Node) -> None:
         with self._lock:
             self._down.discard(node)
-            if not self._down:
+            if not self._down and node not in self._gone:
                 self.cache.resume()
 
     def forget(self, node: Node) -> None:
-        """`node` serves no slot any more: its link no longer holds the cache back."""
-        self.up(node)
+        """`node` serves no slot any more: its link no longer holds the cache back, even if
+        its thread, slow to stop, reports a loss after this."""
+        with self._lock:
+            self._gone.add(node)
+            self._down.discard(node)
+            if not self._down:
+                self.cache.resume()
 
 
 class Share:
@@ -128,7 +141,7 @@ class ClusterTracking:
             return
         for node in sorted(primaries - set(self._links)):  # held back before anything goes
             log.info("primary %s:%d: opening its invalidation link", *node)
-            link = self._links[node] = Invalidator(Share(self._gate, node), self.backend, node)
+            link = self._links[node] = Invalidator(self._gate.share(node), self.backend, node)
             link.start()
         for node in sorted(set(self._links) - primaries):
             log.info("primary %s:%d is gone: closing its invalidation link", *node)

@@ -32,6 +32,7 @@ HIDDEN_FROM_FRONT_ENDS = (
     "proxy.worker",
     "proxy.backend",
     "proxy.link",
+    "proxy.redis_errors",
     "proxy.invalidation",
     "proxy.shards",
 )

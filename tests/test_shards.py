@@ -31,7 +31,7 @@ class FakeCache:
 def gate_of_two() -> tuple[FakeCache, Share, Share]:
     cache = FakeCache()
     gate = Gate(cache)  # type: ignore[arg-type]
-    first, second = Share(gate, A), Share(gate, B)
+    first, second = gate.share(A), gate.share(B)
     first.suspend()  # as each Invalidator does before its link first connects
     second.suspend()
     return cache, first, second
@@ -60,11 +60,23 @@ def test_one_link_lost_suspends_the_cache_until_it_is_back() -> None:
 def test_a_primary_that_is_gone_no_longer_holds_the_cache_back() -> None:
     cache = FakeCache()
     gate = Gate(cache)  # type: ignore[arg-type]
-    Share(gate, A).suspend()
-    Share(gate, B).suspend()
-    Share(gate, A).resume()
+    first, gone = gate.share(A), gate.share(B)
+    first.suspend()
+    gone.suspend()
+    first.resume()
     gate.forget(B)
     assert cache.storing
+    gone.suspend()  # its thread, slow to stop, reports a loss after it was forgotten
+    assert cache.storing
+
+
+def test_a_primary_named_again_holds_the_cache_back_again() -> None:
+    cache = FakeCache()
+    gate = Gate(cache)  # type: ignore[arg-type]
+    gate.share(A).resume()
+    gate.forget(A)
+    gate.share(A).suspend()  # its new link, before it connects
+    assert not cache.storing
 
 
 def test_every_link_invalidates_the_one_cache() -> None:

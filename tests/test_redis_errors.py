@@ -1,4 +1,4 @@
-"""Backend: Redis's error lines become the proxy's typed errors, with Redis's own code."""
+"""Redis's errors (and redis-py's own) become the proxy's typed errors, with Redis's own code."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import re
 
 import pytest
 from redis._parsers.base import BaseParser
+from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError, TimeoutError
 
-from proxy.backend import error_code, redis_errors_as_typed
-from proxy.errors import BackendRejected, BackendUnavailable, WrongType
+from proxy.errors import BackendRejected, BackendTimeout, BackendUnavailable, WrongType
+from proxy.redis_errors import error_code, redis_errors_as_typed, typed
 
 
 @pytest.mark.parametrize(
@@ -37,3 +38,29 @@ def test_the_error_code_is_the_one_redis_sent(line: str, code: str) -> None:
 def test_redis_errors_become_typed_errors(line: str, raised: type, message: str) -> None:
     with pytest.raises(raised, match=re.escape(message)), redis_errors_as_typed(1.0):
         raise BaseParser.parse_error(line)
+
+
+@pytest.mark.parametrize(
+    ("error", "raised", "message"),
+    [
+        (TimeoutError("Timeout reading from socket"), BackendTimeout, "within 1 s"),
+        (ConnectionError("Connection refused"), BackendUnavailable, "cannot reach"),
+        (ClusterDownError("The cluster is down"), BackendUnavailable, "cluster cannot serve"),
+        (SlotNotCoveredError("Slot 7 not covered"), BackendUnavailable, "cluster cannot serve"),
+    ],
+)
+def test_client_side_failures_become_typed_errors(
+    error: Exception, raised: type, message: str
+) -> None:
+    with pytest.raises(raised, match=message):
+        raise_typed(error)
+
+
+def raise_typed(error: Exception) -> None:
+    with redis_errors_as_typed(1.0):
+        raise error
+
+
+def test_typed_gives_the_error_the_block_would_raise() -> None:
+    error = typed(ClusterDownError("The cluster is down"), 1.0)
+    assert isinstance(error, BackendUnavailable) and "cluster" in str(error)
