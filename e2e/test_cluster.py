@@ -62,6 +62,24 @@ def seed(cluster: Cluster, prefix: str, per_node: int = 4) -> list[str]:
     return keys
 
 
+def test_the_proxy_starts_while_the_cluster_is_down_and_reads_once_it_is_up(
+    start_proxy, tmp_path: Path
+) -> None:
+    later = Cluster(tmp_path / "later")  # its ports reserved, nothing started yet
+    proxy: Proxy = start_proxy(later.nodes[0], redis_cluster="yes", cache_invalidation="tracking")
+    try:
+        ready = proxy.get("/readyz")
+        assert (ready.status_code, ready.json()["error"]) == (503, "not_ready")
+        assert "cluster cannot answer" in ready.json()["detail"]
+        assert proxy.get("/get/k").status_code == 503
+        later.start()
+        later.client().set("k", "v")
+        poll(lambda: proxy.get("/get/k").content == b"v", 10, "reads once the cluster is up")
+        poll(lambda: proxy.metric("proxy_invalidation_link_up") == 1, 10, "every link")
+    finally:
+        later.stop()
+
+
 def test_keys_of_every_primary_are_read_over_http(start_proxy, cluster: Cluster, key) -> None:
     keys = seed(cluster, key("http"))
     proxy = start_on(start_proxy, cluster)

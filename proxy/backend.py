@@ -89,11 +89,10 @@ class Backend:
         # Redis costs one REDIS_TIMEOUT, and there is no backoff loop (redis-py's default is
         # 10 tries). On a cluster, redis-py refreshes its slot map before that retry.
         retry = Retry(NoBackoff(), 1, supported_errors=(ConnectionError,))
-        self._client: redis.Redis | RedisCluster
-        if cluster:
-            options = self._options(CLIENT_NAME)
-            self._client = RedisCluster.from_url(url, retry=retry, **options)
-        else:
+        self._retry = retry
+        self._client: redis.Redis | RedisCluster | None = None  # a cluster's: see _reader()
+        self._client_lock = threading.Lock()
+        if not cluster:
             self._client = redis.Redis(connection_pool=self.pool(CLIENT_NAME, retry=retry))
         self._pttl_script: str | None = None  # the PTTLS script's SHA, once loaded
         self._scripts_refused = cluster  # by an ACL, or disabled: PTTL by PTTL (and CROSSSLOT)
@@ -101,6 +100,19 @@ class Backend:
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="redis-probe")
         self._probe: Future[None] | None = None
         self._probe_lock = threading.Lock()
+
+    def _reader(self) -> redis.Redis | RedisCluster:
+        """The client reads go through. A cluster's is made on first use, and on every use
+        until a node answers (redis-py's asks one for the slot map when made), so that the
+        proxy starts while the cluster is down, as it does while a single server is."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    options = self._options(CLIENT_NAME)
+                    self._client = RedisCluster.from_url(self.url, retry=self._retry, **options)
+                client = self._client
+        return client
 
     def _options(self, client_name: str, **options: object) -> dict[str, Any]:
         # RESP2 works with every Redis version; HELLO (RESP3) needs Redis >= 6.
@@ -131,10 +143,12 @@ class Backend:
     def primaries(self) -> frozenset[tuple[str, int]] | None:
         """The cluster's primaries, as whichever node answers CLUSTER SLOTS names them (None
         when none answers, or without a cluster)."""
-        if not isinstance(self._client, RedisCluster):
+        if not self.cluster:
             return None
         try:
-            slots = self._client.cluster_slots(target_nodes=RedisCluster.RANDOM)
+            client = self._reader()
+            assert isinstance(client, RedisCluster)
+            slots = client.cluster_slots(target_nodes=RedisCluster.RANDOM)
         except (RedisError, RedisClusterException):
             return None
         # redis-py parses the reply into {(first, last): {"primary": (host, port), ...}}
@@ -161,7 +175,7 @@ class Backend:
         """The value stored under `key` (None when Redis has no such key) and, if Redis will
         expire it, the seconds it has left: GET and PTTL pipelined, one round trip."""
         with self._reading():
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._reader().pipeline(transaction=False)
             pipe.get(key)
             pipe.pttl(key)
             value, pttl = pipe.execute(raise_on_error=False)
@@ -189,7 +203,7 @@ class Backend:
             return self._mget_with_pttls(keys)
         # A GET and a PTTL per key: redis-py sends each node its keys' commands in one write,
         # follows MOVED and ASK, and leaves a failed node's error in its keys' places.
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._reader().pipeline(transaction=False)
         for key in keys:
             pipe.get(key)
             pipe.pttl(key)
@@ -211,7 +225,7 @@ class Backend:
     def _mget_with_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[int]]:
         script = self._pttls_script()
         if script is not None:
-            pipe = self._client.pipeline(transaction=False)
+            pipe = self._reader().pipeline(transaction=False)
             pipe.mget(keys)
             pipe.evalsha(script, len(keys), *keys)
             values, pttls = pipe.execute(raise_on_error=False)
@@ -223,7 +237,7 @@ class Backend:
             # (scripts refused by an ACL): PTTL by PTTL from now on.
             self._pttl_script = None
             self._scripts_refused = error_code(pttls) != "NOSCRIPT"
-        pipe = self._client.pipeline(transaction=False)
+        pipe = self._reader().pipeline(transaction=False)
         pipe.mget(keys)
         for key in keys:
             pipe.pttl(key)
@@ -234,7 +248,7 @@ class Backend:
         """The PTTLS script's SHA, loaded on first use; None where Redis refuses scripts."""
         if self._pttl_script is None and not self._scripts_refused:
             try:
-                self._pttl_script = self._client.script_load(PTTLS)
+                self._pttl_script = self._reader().script_load(PTTLS)
             except ResponseError:
                 self._scripts_refused = True
         return self._pttl_script
@@ -243,11 +257,12 @@ class Backend:
         """Raise the typed error if Redis does not answer PING within REDIS_TIMEOUT (on a
         cluster: if no primary does; one that is down fails only its own slots' reads)."""
         with redis_errors_as_typed(self.timeout):
-            if not isinstance(self._client, RedisCluster):
-                self._client.ping()
+            client = self._reader()
+            if not isinstance(client, RedisCluster):
+                client.ping()
                 return
             failure: Exception = ConnectionError("the cluster has no primary")
-            for node in self._client.get_primaries():
+            for node in client.get_primaries():
                 try:
                     node.redis_connection.ping()
                     return
@@ -271,4 +286,5 @@ class Backend:
     def close(self) -> None:
         """Drop every pooled connection."""
         self._prober.shutdown(wait=False)
-        self._client.close()
+        if self._client is not None:
+            self._client.close()

@@ -41,7 +41,7 @@ def redis_errors_as_typed(timeout: float) -> Iterator[None]:
         raise BackendUnavailable("cannot reach Redis") from exc
     except (ClusterDownError, ClusterError, RedisClusterException) as exc:
         # (before ResponseError: CLUSTERDOWN is one) no node serves the key's slot now
-        raise BackendUnavailable(f"the cluster cannot serve the key ({exc})") from exc
+        raise BackendUnavailable(f"the cluster cannot answer ({exc})") from exc
     except ResponseError as exc:
         code = error_code(exc)
         if code == "WRONGTYPE":

@@ -45,8 +45,8 @@ def test_redis_errors_become_typed_errors(line: str, raised: type, message: str)
     [
         (TimeoutError("Timeout reading from socket"), BackendTimeout, "within 1 s"),
         (ConnectionError("Connection refused"), BackendUnavailable, "cannot reach"),
-        (ClusterDownError("The cluster is down"), BackendUnavailable, "cluster cannot serve"),
-        (SlotNotCoveredError("Slot 7 not covered"), BackendUnavailable, "cluster cannot serve"),
+        (ClusterDownError("The cluster is down"), BackendUnavailable, "cluster cannot answer"),
+        (SlotNotCoveredError("Slot 7 not covered"), BackendUnavailable, "cluster cannot answer"),
     ],
 )
 def test_client_side_failures_become_typed_errors(
