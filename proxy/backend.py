@@ -41,14 +41,9 @@ CLIENT_NAME = "redis-cache-proxy"  # the read connections' name in CLIENT LIST
 PROBE_WAIT = 0.5  # seconds a metrics scrape waits for Redis's PING (proxy_backend_up)
 
 
-def _fetched(value: bytes | Exception | None, pttl: int | Exception, timeout: float) -> Answer:
-    """One key of a batch: (value, seconds left), or the key's own error in its place (on a
-    cluster each key has its own node): WrongType when MGET's nil is a key of another type
-    (its PTTL says it exists)."""
-    for reply in (value, pttl):
-        if isinstance(reply, Exception):
-            return typed(reply, timeout)
-    assert not isinstance(value, Exception) and not isinstance(pttl, Exception)
+def _fetched(value: bytes | None, pttl: int) -> Answer:
+    """One key of a batch: (value, seconds left), or WrongType when MGET's nil is a key of
+    another type (its PTTL says it exists)."""
     if value is None and pttl != -2:
         return wrong_type()
     return value, _seconds_left(value, pttl)
@@ -191,12 +186,22 @@ class Backend:
         WrongType in its place; on a cluster, a key whose node failed has that error."""
         with self._reading():
             values, pttls = self._values_and_pttls(keys)
-        answers = [_fetched(v, pttl, self.timeout) for v, pttl in zip(values, pttls, strict=True)]
-        for answer in answers:
-            if isinstance(answer, BackendError) and not isinstance(answer, WrongType):
-                self._warnings.warn("backend %s: %s", answer.kind, answer, kind=answer.kind)
-                break
-        return answers
+        pairs = zip(values, pttls, strict=True)
+        if not self.cluster:
+            return [_fetched(value, pttl) for value, pttl in pairs]
+        return [self._fetched_from_node(value, pttl) for value, pttl in pairs]
+
+    def _fetched_from_node(self, value: bytes | Exception | None, pttl: int | Exception) -> Answer:
+        """As _fetched, or the error of the key's node, which is warned about as a failed
+        round trip is."""
+        if isinstance(value, Exception) or isinstance(pttl, Exception):
+            error = typed(
+                value if isinstance(value, Exception) else cast(Exception, pttl), self.timeout
+            )
+            if not isinstance(error, WrongType):
+                self._warnings.warn("backend %s: %s", error.kind, error, kind=error.kind)
+            return error
+        return _fetched(value, pttl)
 
     def _values_and_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[Any]]:
         if not self.cluster:

@@ -128,9 +128,11 @@ class ReadThroughCache:
         """The fresh entry under `key` as a hit, or None (under the lock)."""
         entries = self._entries
         self.stats.lookups += 1
+        if not entries.holds(key):  # the common case here: a peek has just missed it
+            return None
         try:
             value = entries[key]
-        except KeyError:
+        except KeyError:  # held, but past its time
             return None
         if (entries.deadlines or entries.fresh_until) and entries.spoiled(key):
             return None

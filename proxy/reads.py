@@ -45,6 +45,9 @@ class Read(NamedTuple):
         return "hit" if self.hit else "miss"
 
 
+UNANSWERED = Read(None, False)  # what a flight holds until its fetch is answered
+
+
 class Flight:
     """One fetch in progress, shared by every miss on its key until it completes. The keys
     fetched in one round trip share one `done` event: it is set once, when all are answered
@@ -54,7 +57,7 @@ class Flight:
 
     def __init__(self, done: threading.Event | None = None) -> None:
         self._done = done or threading.Event()
-        self._read = Read(None, False)
+        self._read = UNANSWERED
         self._error: BaseException | None = None
         self.stale = False  # invalidated while fetching: answer the waiters, but do not store
 
