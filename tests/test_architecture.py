@@ -117,7 +117,8 @@ def test_leaves_import_no_other_proxy_module(leaf: str) -> None:
 
 
 def test_the_cache_knows_no_front_end_and_no_redis_client() -> None:
-    assert GRAPH["proxy.cache"] <= {"proxy.errors", "proxy.entries", "proxy.reads"}
+    assert GRAPH["proxy.cache"] <= {"proxy.batches", "proxy.errors", "proxy.entries", "proxy.reads"}
+    assert GRAPH["proxy.batches"] <= {"proxy.errors", "proxy.reads"}
 
 
 def test_only_the_worker_imports_the_composition_root() -> None:
