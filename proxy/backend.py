@@ -49,6 +49,10 @@ def _fetched(value: bytes | None, pttl: int) -> Answer:
     return value, _seconds_left(value, pttl)
 
 
+def _text(host: bytes | str) -> str:
+    return host.decode() if isinstance(host, bytes) else host
+
+
 def _seconds_left(value: bytes | None, pttl: int) -> float | None:
     """A read key's time to live from its PTTL (None: no expiry, or no value). -2 after a
     value was read means the key expired between the two commands: no time left, so the
@@ -136,19 +140,25 @@ class Backend:
         )
 
     def primaries(self) -> frozenset[tuple[str, int]] | None:
-        """The cluster's primaries, as whichever node answers CLUSTER SLOTS names them (None
-        when none answers, or without a cluster)."""
+        """The cluster's primaries, as the first node redis-py knows that answers CLUSTER
+        SLOTS names them (None when none answers, or without a cluster). Each node is asked
+        on its own connection: a node that is down then costs this question nothing more,
+        where the cluster client would refresh its whole slot map."""
         if not self.cluster:
             return None
         try:
             client = self._reader()
-            assert isinstance(client, RedisCluster)
-            slots = client.cluster_slots(target_nodes=RedisCluster.RANDOM)
         except (RedisError, RedisClusterException):
             return None
-        # redis-py parses the reply into {(first, last): {"primary": (host, port), ...}}
-        ranges = cast(dict[Any, dict[str, Any]], slots).values()
-        return frozenset((str(r["primary"][0]), int(r["primary"][1])) for r in ranges)
+        assert isinstance(client, RedisCluster)
+        for node in client.get_nodes():
+            try:
+                ranges = node.redis_connection.execute_command("CLUSTER SLOTS")
+            except RedisError:
+                continue
+            # [first slot, last slot, [primary host, port, id, ...], replicas...] per range
+            return frozenset((_text(r[2][0]), int(r[2][1])) for r in ranges)
+        return None
 
     def master(self) -> tuple[str, int] | None:
         """Where the Sentinels say the master is now (None without Sentinel, or when they
