@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import redis
 from redis.backoff import NoBackoff
-from redis.cluster import RedisCluster
+from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import SSLConnection, parse_url
 from redis.exceptions import (
     ConnectionError,
@@ -47,6 +47,19 @@ def _fetched(value: bytes | None, pttl: int) -> Answer:
     if value is None and pttl != -2:
         return wrong_type()
     return value, _seconds_left(value, pttl)
+
+
+def _first_answer(nodes: Sequence[ClusterNode], command: str) -> Any:
+    """The reply of the first of `nodes` to answer `command`, each asked on its own
+    connection (not through the cluster client, which would refresh its whole slot map on
+    each node that is down); the last failure if none answers."""
+    failure: RedisError = ConnectionError("the cluster has no node to ask")
+    for node in nodes:
+        try:
+            return node.redis_connection.execute_command(command)
+        except RedisError as exc:
+            failure = exc
+    raise failure
 
 
 def _text(host: bytes | str) -> str:
@@ -94,7 +107,7 @@ class Backend:
         if not cluster:
             self._client = redis.Redis(connection_pool=self.pool(CLIENT_NAME, retry=retry))
         self._pttl_script: str | None = None  # the PTTLS script's SHA, once loaded
-        self._scripts_refused = cluster  # by an ACL, or disabled: PTTL by PTTL (and CROSSSLOT)
+        self._scripts_refused = False  # by an ACL, or disabled: PTTL by PTTL
         self._warnings = RateLimitedLog(log)
         self._prober = ThreadPoolExecutor(1, thread_name_prefix="redis-probe")
         self._probe: Future[None] | None = None
@@ -141,24 +154,17 @@ class Backend:
 
     def primaries(self) -> frozenset[tuple[str, int]] | None:
         """The cluster's primaries, as the first node redis-py knows that answers CLUSTER
-        SLOTS names them (None when none answers, or without a cluster). Each node is asked
-        on its own connection: a node that is down then costs this question nothing more,
-        where the cluster client would refresh its whole slot map."""
+        SLOTS names them (None when none answers, or without a cluster)."""
         if not self.cluster:
             return None
         try:
             client = self._reader()
+            assert isinstance(client, RedisCluster)
+            ranges = _first_answer(client.get_nodes(), "CLUSTER SLOTS")
         except (RedisError, RedisClusterException):
             return None
-        assert isinstance(client, RedisCluster)
-        for node in client.get_nodes():
-            try:
-                ranges = node.redis_connection.execute_command("CLUSTER SLOTS")
-            except RedisError:
-                continue
-            # [first slot, last slot, [primary host, port, id, ...], replicas...] per range
-            return frozenset((_text(r[2][0]), int(r[2][1])) for r in ranges)
-        return None
+        # [first slot, last slot, [primary host, port, id, ...], replicas...] per range
+        return frozenset((_text(r[2][0]), int(r[2][1])) for r in ranges)
 
     def master(self) -> tuple[str, int] | None:
         """Where the Sentinels say the master is now (None without Sentinel, or when they
@@ -208,8 +214,7 @@ class Backend:
             error = typed(
                 value if isinstance(value, Exception) else cast(Exception, pttl), self.timeout
             )
-            if not isinstance(error, WrongType):
-                self._warnings.warn("backend %s: %s", error.kind, error, kind=error.kind)
+            self._warn(error)
             return error
         return _fetched(value, pttl)
 
@@ -227,15 +232,19 @@ class Backend:
 
     @contextmanager
     def _reading(self) -> Iterator[None]:
-        """Redis's errors as the proxy's typed ones, each kind warned about at most once per
-        interval, but WRONGTYPE: the client's mistake, not the backend's."""
+        """Redis's errors as the proxy's typed ones, warned about (_warn)."""
         try:
             with redis_errors_as_typed(self.timeout):
                 yield
         except BackendError as exc:
-            if not isinstance(exc, WrongType):
-                self._warnings.warn("backend %s: %s", exc.kind, exc, kind=exc.kind)
+            self._warn(exc)
             raise
+
+    def _warn(self, error: BackendError) -> None:
+        """Warn of a failed read, each kind at most once per interval, but of WRONGTYPE: the
+        client's mistake, not the backend's."""
+        if not isinstance(error, WrongType):
+            self._warnings.warn("backend %s: %s", error.kind, error, kind=error.kind)
 
     def _mget_with_pttls(self, keys: Sequence[bytes]) -> tuple[list[Any], list[int]]:
         script = self._pttls_script()
@@ -276,14 +285,7 @@ class Backend:
             if not isinstance(client, RedisCluster):
                 client.ping()
                 return
-            failure: Exception = ConnectionError("the cluster has no primary")
-            for node in client.get_primaries():
-                try:
-                    node.redis_connection.ping()
-                    return
-                except RedisError as exc:
-                    failure = exc
-            raise failure
+            _first_answer(client.get_primaries(), "PING")
 
     def answers(self) -> bool:
         """Did Redis answer a PING within PROBE_WAIT (a metrics scrape asks)? The PING runs on

@@ -116,12 +116,8 @@ class BatchReads:
                     led[key].finish(read, signal=False)
         for key, answer in zip(chunk, answers, strict=True):
             if isinstance(answer, BackendError):
-                stale = self._failed(key, answer)
+                stale = self._end_failed(key, led[key], answer)
                 found[key] = answer if stale is None else stale
-                if stale is None:
-                    led[key].fail(answer, signal=False)
-                else:
-                    led[key].finish(stale, signal=False)
         led[chunk[0]].signal()  # the chunk's keys share one event
         return found
 
@@ -136,13 +132,21 @@ class BatchReads:
         CACHE_STALE_IF_ERROR has one, else the error. Whether every key had a stale value."""
         covered = True
         for key in keys:
-            stale = self._failed(key, exc)
+            stale = self._end_failed(key, led[key], exc)
             if stale is None:
-                led[key].fail(exc, signal=False)
                 covered = False
             else:
-                led[key].finish(stale, signal=False)
                 found[key] = stale
         for key in keys:  # (a rare path: an event set again costs little)
             led[key].signal()
         return covered
+
+    def _end_failed(self, key: bytes, flight: Flight, exc: BaseException) -> Read | None:
+        """End `flight` after `exc`, without waking its waiters yet: with the stale value
+        CACHE_STALE_IF_ERROR may have (returned), else with the error."""
+        stale = self._failed(key, exc)
+        if stale is None:
+            flight.fail(exc, signal=False)
+        else:
+            flight.finish(stale, signal=False)
+        return stale
